@@ -1,0 +1,69 @@
+"""collect/, control/ and sandbox/ stay headless: they import no textual or rich.
+
+Checked twice, as Harlequin does: statically (no module of these packages names textual
+or rich in an import), and at run time in a fresh interpreter (textual never loads, and
+neither does ``sky``, which costs ~2 s and must be imported lazily off the UI thread).
+Rich itself may appear at run time only because httpx imports its optional CLI
+(``httpx._main``) when rich is installed; that is httpx's doing, not a dependency of ours.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLESS_PACKAGES = ("wfdash.collect", "wfdash.sandbox", "wfdash.control")
+FORBIDDEN = ("textual", "rich")
+
+PROBE = """
+import importlib, json, pkgutil, sys
+imported = []
+for package_name in %r:
+    try:
+        package = importlib.import_module(package_name)
+    except ModuleNotFoundError:
+        continue
+    for info in pkgutil.walk_packages(package.__path__, package_name + "."):
+        importlib.import_module(info.name)
+        imported.append(info.name)
+loaded = sorted({m.split(".")[0] for m in sys.modules} & {"textual", "sky"})
+print(json.dumps({"imported": imported, "loaded": loaded}))
+"""
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_no_headless_module_imports_ui_libraries() -> None:
+    offenders = []
+    for package in HEADLESS_PACKAGES:
+        folder = ROOT / package.replace(".", "/")
+        for path in sorted(folder.rglob("*.py")) if folder.exists() else []:
+            bad = _imported_roots(path) & set(FORBIDDEN)
+            if bad:
+                offenders.append(f"{path.relative_to(ROOT)}: {sorted(bad)}")
+    assert offenders == []
+
+
+def test_headless_packages_load_no_textual_and_no_eager_sky() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE % (HEADLESS_PACKAGES,)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result = json.loads(out.stdout)
+    assert "wfdash.collect.poller" in result["imported"]
+    assert result["loaded"] == []

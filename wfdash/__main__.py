@@ -1,0 +1,5 @@
+import sys
+
+from wfdash.cli import main
+
+sys.exit(main())

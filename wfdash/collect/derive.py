@@ -1,0 +1,169 @@
+"""Client-side PromQL: counter rates and histogram quantiles over a window.
+
+CPU replicas see well under one request per second, so rates and quantiles are taken
+over a window (default 60 s) of scrapes, the way a Grafana panel's ``rate(x[1m])`` and
+``histogram_quantile(0.95, sum by (le) (rate(x_bucket[1m])))`` would.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+INF = math.inf
+
+Buckets = Sequence[tuple[float, float]]
+"""Cumulative histogram buckets as ``(upper bound, count)``, the last one ``+Inf``."""
+
+
+def histogram_quantile(q: float, buckets: Buckets) -> float | None:
+    """Prometheus's ``histogram_quantile`` on cumulative buckets, or None for no data.
+
+    Follows promql/quantile.go (``bucketQuantile``): linear interpolation inside the
+    bucket holding the rank, the first bucket starting at 0 (unless its bound is ≤ 0),
+    a rank in the ``+Inf`` bucket answering the highest finite bound. Where Prometheus
+    returns NaN (no observations in the window, no ``+Inf`` bucket, fewer than two
+    buckets), this returns None: an empty window has no quantile, and it is not 0.
+    """
+    if math.isnan(q):
+        return None
+    if q < 0:
+        return -INF
+    if q > 1:
+        return INF
+    ordered = sorted(buckets, key=lambda b: b[0])
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return None
+    # Prometheus forces monotonic counts (scrapes are not atomic across buckets).
+    fixed: list[tuple[float, float]] = []
+    running_max = 0.0
+    for bound, count in ordered:
+        running_max = max(running_max, count)
+        fixed.append((bound, running_max))
+    observations = fixed[-1][1]
+    if observations <= 0:
+        return None
+    rank = q * observations
+    index = next(i for i, (_, count) in enumerate(fixed) if count >= rank)
+    if index == len(fixed) - 1:
+        return fixed[-2][0]
+    if index == 0 and fixed[0][0] <= 0:
+        return fixed[0][0]
+    start, end = 0.0, fixed[index][0]
+    count = fixed[index][1]
+    if index > 0:
+        start = fixed[index - 1][0]
+        count -= fixed[index - 1][1]
+        rank -= fixed[index - 1][1]
+    if count <= 0:
+        return end
+    return start + (end - start) * (rank / count)
+
+
+def merge_buckets(histograms: Iterable[Mapping[float, float]]) -> list[tuple[float, float]]:
+    """``sum by (le)`` over several windowed histograms (e.g. all replicas of a service)."""
+    total: dict[float, float] = {}
+    for histogram in histograms:
+        for bound, count in histogram.items():
+            total[bound] = total.get(bound, 0.0) + count
+    return sorted(total.items())
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesLayout:
+    """The order of the counter series stored in each history point of one replica."""
+
+    keys: tuple[str, ...]
+
+    def index(self) -> dict[str, int]:
+        return {key: i for i, key in enumerate(self.keys)}
+
+
+class CounterHistory:
+    """Bounded history of one replica's counters, reset-corrected as they arrive.
+
+    Each point stores, per series, a monotonic "adjusted" total: a decrease (the
+    replica restarted) adds the new value instead of a negative delta, like PromQL's
+    ``increase``. A window's increase is then a subtraction of two points, and
+    histogram bucket deltas come out of the same arrays. Points are ``array('d')``s,
+    so 1000 replicas × a few dozen series × a window of points stay a few MB.
+    """
+
+    __slots__ = ("_index", "_last_raw", "_points", "layout")
+
+    def __init__(self, layout: SeriesLayout, max_points: int) -> None:
+        self.layout = layout
+        self._index = layout.index()
+        self._points: deque[tuple[float, array[float]]] = deque(maxlen=max(2, max_points))
+        self._last_raw: array[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def add(self, t: float, raw: Sequence[float], reset: bool = False) -> None:
+        """Append a scrape taken at ``t``; ``reset`` forces restart handling on all series."""
+        if self._points and t <= self._points[-1][0]:
+            return  # out of order or duplicate scrape: ignore
+        current = array("d", raw)
+        if not self._points or self._last_raw is None:
+            adjusted = array("d", current)
+        else:
+            previous = self._points[-1][1]
+            last_raw = self._last_raw
+            adjusted = array("d", previous)
+            for i, value in enumerate(current):
+                delta = value - last_raw[i]
+                adjusted[i] += value if (reset or delta < 0) else delta
+        self._last_raw = current
+        self._points.append((t, adjusted))
+
+    def window(self, now: float, seconds: float) -> tuple[float, array[float]] | None:
+        """``(elapsed, increase per series)`` over the points within ``seconds`` of ``now``.
+
+        Uses the oldest point inside the window as the start; None with fewer than two.
+        """
+        if len(self._points) < 2:
+            return None
+        start_limit = now - seconds
+        latest_t, latest = self._points[-1]
+        oldest = None
+        for t, values in self._points:
+            if t >= start_limit:
+                oldest = (t, values)
+                break
+        if oldest is None or oldest[0] >= latest_t:
+            return None
+        elapsed = latest_t - oldest[0]
+        increase = array("d", (b - a for a, b in zip(oldest[1], latest, strict=True)))
+        return elapsed, increase
+
+    def position(self, key: str) -> int | None:
+        return self._index.get(key)
+
+
+class Ring:
+    """A bounded series of ``(t, value)`` for sparklines and plots; None is a gap."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, capacity: int) -> None:
+        self._items: deque[tuple[float, float | None]] = deque(maxlen=max(1, capacity))
+
+    def append(self, t: float, value: float | None) -> None:
+        self._items.append((t, value))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> tuple[tuple[float, float | None], ...]:
+        return tuple(self._items)
+
+    def values(self) -> tuple[float | None, ...]:
+        return tuple(v for _, v in self._items)
+
+    @property
+    def latest(self) -> float | None:
+        return self._items[-1][1] if self._items else None

@@ -1,0 +1,162 @@
+"""The domain model every screen renders: services, replicas, their layer and health.
+
+Records from SkyServe (real or sandbox) are mapped into these immutable pydantic models
+by :mod:`wfdash.collect.mapping`; nothing downstream reads raw status dicts.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ReplicaStatus(StrEnum):
+    """SkyServe 0.14 ``ReplicaStatus`` values, plus nothing of our own."""
+
+    PENDING = "PENDING"
+    PROVISIONING = "PROVISIONING"
+    STARTING = "STARTING"
+    READY = "READY"
+    NOT_READY = "NOT_READY"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    FAILED = "FAILED"
+    FAILED_INITIAL_DELAY = "FAILED_INITIAL_DELAY"
+    FAILED_PROBING = "FAILED_PROBING"
+    FAILED_PROVISION = "FAILED_PROVISION"
+    FAILED_CLEANUP = "FAILED_CLEANUP"
+    PREEMPTED = "PREEMPTED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_failed(self) -> bool:
+        return self.value.startswith("FAILED")
+
+    @property
+    def is_launching(self) -> bool:
+        return self in _LAUNCHING
+
+
+_LAUNCHING = frozenset({ReplicaStatus.PENDING, ReplicaStatus.PROVISIONING, ReplicaStatus.STARTING})
+
+
+class ServiceStatus(StrEnum):
+    """SkyServe 0.14 ``ServiceStatus`` values (what the controller reports, not health)."""
+
+    CONTROLLER_INIT = "CONTROLLER_INIT"
+    REPLICA_INIT = "REPLICA_INIT"
+    CONTROLLER_FAILED = "CONTROLLER_FAILED"
+    READY = "READY"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    FAILED = "FAILED"
+    FAILED_CLEANUP = "FAILED_CLEANUP"
+    NO_REPLICA = "NO_REPLICA"
+    UNKNOWN = "UNKNOWN"
+
+
+class Layer(StrEnum):
+    """Where a replica sits in the spillover design."""
+
+    BASE = "base"  # fixed-cost SSH node pool (Hetzner dedicated servers)
+    BURST = "burst"  # pay-per-use cloud capacity (spot or on-demand)
+    UNPLACED = "-"  # no cluster yet (PENDING) or already gone
+
+
+class Health(StrEnum):
+    """Service health as wfdash derives it from the replicas (see :func:`derive_health`)."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    STARTING = "starting"
+    SHUTTING_DOWN = "shutting-down"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReplicaPolicy(BaseModel):
+    """The autoscaling policy; ``None`` fields are unknown, not zero."""
+
+    model_config = _FROZEN
+
+    text: str = ""
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_qps_per_replica: float | None = None
+    num_overprovision: int | None = None
+    upscale_delay_seconds: float | None = None
+    downscale_delay_seconds: float | None = None
+    base_ondemand_fallback_replicas: int | None = None
+    dynamic_ondemand_fallback: bool | None = None
+
+    @property
+    def is_autoscaling(self) -> bool:
+        return (
+            self.max_replicas is not None
+            and self.min_replicas is not None
+            and self.max_replicas != self.min_replicas
+        )
+
+
+class Replica(BaseModel):
+    """One SkyServe replica, classified into a layer and a provider."""
+
+    model_config = _FROZEN
+
+    replica_id: int
+    cluster_name: str
+    status: ReplicaStatus
+    status_detail: str | None = None
+    version: int | None = None
+    endpoint: str | None = None
+    is_spot: bool = False
+    launched_at: float | None = None  # Unix time the cluster was launched
+    cloud: str | None = None  # as SkyPilot writes it: 'GCP', 'AWS', 'SSH', 'RunPod'
+    region: str | None = None  # 'us-central1', or 'ssh-<pool>' for SSH node pools
+    infra: str | None = None  # 'GCP (us-central1-a)', 'SSH (hetzner-base)'
+    resources: str | None = None  # SkyPilot's resources string, e.g. '1x[spot](cpus=16, ...)'
+    instance_type: str | None = None
+    layer: Layer = Layer.UNPLACED
+    provider: str = "other"  # 'aws', 'gcp', 'runpod', 'other', or the SSH pool name
+    pool: str | None = None  # SSH node pool name for base-layer replicas
+
+    @property
+    def key(self) -> str:
+        """Stable identity across polls: SkyServe never reuses a replica id in a service."""
+        return f"{self.cluster_name}#{self.replica_id}"
+
+
+class Service(BaseModel):
+    """One SkyServe service with its replicas and wfdash's own health verdict."""
+
+    model_config = _FROZEN
+
+    name: str
+    # Distinguishes a service from an earlier one of the same name (replica ids restart).
+    controller_job_id: int | None = None
+    status: ServiceStatus = ServiceStatus.UNKNOWN
+    endpoint: str | None = None
+    version: int | None = None
+    active_versions: tuple[int, ...] = ()
+    policy: ReplicaPolicy = ReplicaPolicy()
+    target_num_replicas: int | None = None
+    uptime_since: float | None = None  # Unix time of the first READY probe
+    load_balancing_policy: str | None = None
+    tls_encrypted: bool = False
+    requested_resources: str | None = None
+    envs: dict[str, str] = {}  # from the task YAML, secret-looking values masked
+    yaml_redacted: str | None = None  # the task YAML with secrets masked, for diffs
+    replicas: tuple[Replica, ...] = ()
+    health: Health = Health.UNKNOWN
+    health_reason: str = ""
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for r in self.replicas if r.status is ReplicaStatus.READY)
+
+    @property
+    def backend(self) -> str | None:
+        return self.envs.get("BACKEND")

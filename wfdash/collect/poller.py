@@ -1,0 +1,436 @@
+"""The poll loop: status + scrapes + derivations → one immutable :class:`Snapshot`.
+
+A cycle reads the status (less often than metrics, backing off while the control plane
+fails), scrapes every live replica, derives rates and quantiles, diffs the status into
+events and persists them. The next cycle is armed only when the previous one finished,
+so a slow cycle stretches the interval instead of stacking work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from wfdash.collect.derive import CounterHistory, Ring, histogram_quantile, merge_buckets
+from wfdash.collect.dialects import MetricPoint, ReplicaMetrics, derive_metrics, parse_point
+from wfdash.collect.events import Event, diff_snapshots
+from wfdash.collect.mapping import map_services
+from wfdash.collect.model import Replica, ReplicaStatus, Service
+from wfdash.collect.redact import redact_text
+from wfdash.collect.scrape import ScrapeError, Scraper, ScrapeResult, metrics_url
+from wfdash.collect.source import SourceError, StatusSource
+from wfdash.collect.store import EventStore
+
+# Replicas worth scraping: a server may be up. PROVISIONING/PENDING have no server yet;
+# SHUTTING_DOWN/PREEMPTED/FAILED ones are going away.
+SCRAPED_STATUSES = frozenset(
+    {ReplicaStatus.READY, ReplicaStatus.NOT_READY, ReplicaStatus.STARTING, ReplicaStatus.UNKNOWN}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PollerConfig:
+    metrics_interval: float = 2.0
+    status_interval: float = 6.0
+    rate_window: float = 60.0
+    history_points: int = 300  # points kept for sparklines and plots
+    max_backoff: float = 60.0
+    metrics_path: str = "/metrics"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    replica: Replica
+    metrics: ReplicaMetrics | None  # from the last successful scrape; None if never
+    scrape_error: ScrapeError | None = None
+    scrape_detail: str = ""
+    scrape_latency_s: float | None = None
+    scrape_bytes: int = 0
+    last_ok: float | None = None  # time of the last successful scrape
+    stale_s: float | None = None  # seconds since the last good scrape, when this one failed
+    qps_history: tuple[float | None, ...] = ()
+    ttft_history: tuple[float | None, ...] = ()  # p95 (or the llama.cpp estimate)
+    tps_history: tuple[float | None, ...] = ()  # generated tokens/s
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    service: Service
+    replicas: tuple[ReplicaView, ...]
+    qps: float | None = None  # sum over replicas that report a request rate
+    qps_complete: bool = False  # every scraped replica reported one
+    ttft_p50: float | None = None  # from merged bucket deltas, not averaged percentiles
+    ttft_p95: float | None = None
+    gen_tps: float | None = None
+    error_share: float | None = None
+    history_t: tuple[float, ...] = ()
+    qps_history: tuple[float | None, ...] = ()
+    ttft_p50_history: tuple[float | None, ...] = ()
+    ttft_p95_history: tuple[float | None, ...] = ()
+    ready_history: tuple[float | None, ...] = ()
+    target_history: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CycleStats:
+    duration_s: float
+    scrapes: int
+    scrape_errors: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    taken_at: float
+    source: str
+    services: tuple[ServiceView, ...]
+    status_ok: bool  # the last status read succeeded
+    status_error: str | None = None
+    status_at: float | None = None  # when the shown status was read
+    events: tuple[Event, ...] = ()  # events first recorded in this cycle
+    stats: CycleStats = field(default_factory=lambda: CycleStats(0.0, 0, 0, 0))
+
+    @property
+    def status_age_s(self) -> float | None:
+        return None if self.status_at is None else self.taken_at - self.status_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict for ``--once --json`` (secrets were masked at mapping time)."""
+        return {
+            "taken_at": self.taken_at,
+            "source": self.source,
+            "status_ok": self.status_ok,
+            "status_error": self.status_error,
+            "status_age_s": self.status_age_s,
+            "services": [_service_json(view) for view in self.services],
+            "events": [e.model_dump(mode="json") for e in self.events],
+            "stats": asdict(self.stats),
+        }
+
+
+def _metrics_json(metrics: ReplicaMetrics | None) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    out = asdict(metrics)
+    out.pop("ttft_window")
+    return out
+
+
+def _service_json(view: ServiceView) -> dict[str, Any]:
+    service = view.service.model_dump(mode="json", exclude={"yaml_redacted", "replicas"})
+    return {
+        **service,
+        "ready": view.service.ready_count,
+        "qps": view.qps,
+        "qps_complete": view.qps_complete,
+        "ttft_p50": view.ttft_p50,
+        "ttft_p95": view.ttft_p95,
+        "gen_tps": view.gen_tps,
+        "error_share": view.error_share,
+        "replicas": [
+            {
+                **r.replica.model_dump(mode="json"),
+                "metrics": _metrics_json(r.metrics),
+                "scrape_error": r.scrape_error,
+                "scrape_detail": r.scrape_detail,
+                "scrape_latency_s": r.scrape_latency_s,
+                "stale_s": r.stale_s,
+            }
+            for r in view.replicas
+        ],
+    }
+
+
+class _ReplicaTracker:
+    """Per-replica state across cycles: counter history, last metrics, sparklines."""
+
+    __slots__ = ("history", "last_ok", "last_point", "metrics", "qps", "tps", "ttft")
+
+    def __init__(self, capacity: int) -> None:
+        self.history: CounterHistory | None = None
+        self.last_point: MetricPoint | None = None
+        self.metrics: ReplicaMetrics | None = None
+        self.last_ok: float | None = None
+        self.qps = Ring(capacity)
+        self.ttft = Ring(capacity)
+        self.tps = Ring(capacity)
+
+    def ingest(self, point: MetricPoint, t: float, config: PollerConfig) -> None:
+        layout = point.layout()
+        restarted = (
+            self.last_point is not None
+            and point.created is not None
+            and self.last_point.created is not None
+            and point.created != self.last_point.created
+        )
+        if self.history is None or self.history.layout != layout:
+            # New replica, or its dialect/series changed (backend switch): start over.
+            points = int(config.rate_window / max(config.metrics_interval, 0.1)) + 4
+            self.history = CounterHistory(layout, points)
+        self.history.add(t, point.values(layout), reset=restarted)
+        self.last_point = point
+        self.last_ok = t
+        self.metrics = derive_metrics(point, self.history, t, config.rate_window)
+
+    def record(self, t: float, fresh: bool) -> None:
+        metrics = self.metrics if fresh else None
+        self.qps.append(t, metrics.qps if metrics else None)
+        ttft = None
+        if metrics is not None:
+            ttft = metrics.ttft_p95 if metrics.ttft_p95 is not None else metrics.ttft_mean
+        self.ttft.append(t, ttft)
+        self.tps.append(t, metrics.gen_tps if metrics else None)
+
+
+class _ServiceRings:
+    __slots__ = ("qps", "ready", "target", "ttft_p50", "ttft_p95")
+
+    def __init__(self, capacity: int) -> None:
+        self.qps = Ring(capacity)
+        self.ttft_p50 = Ring(capacity)
+        self.ttft_p95 = Ring(capacity)
+        self.ready = Ring(capacity)
+        self.target = Ring(capacity)
+
+
+class Poller:
+    """Turns a status source plus replica ``/metrics`` into snapshots, one cycle at a time."""
+
+    def __init__(
+        self,
+        source: StatusSource,
+        scraper: Scraper,
+        *,
+        store: EventStore | None = None,
+        config: PollerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.scraper = scraper
+        self.store = store
+        self.config = config or PollerConfig()
+        self._clock = clock
+        self._services: list[Service] = []
+        self._status_at: float | None = None
+        self._status_error: str | None = None
+        self._status_failures = 0
+        self._next_status_at = 0.0
+        self._trackers: dict[str, _ReplicaTracker] = {}
+        self._rings: dict[str, _ServiceRings] = {}
+        self._expected_removals: set[tuple[str, int]] = set()
+        self._last_seen: dict[str, Service] | None = None
+
+    def expect_removal(self, service: str, replica_id: int) -> None:
+        """A removal we asked for (terminate, scale-down): not a preemption when it vanishes."""
+        self._expected_removals.add((service, replica_id))
+
+    def refresh_status_now(self) -> None:
+        self._next_status_at = 0.0
+
+    @property
+    def status_retry_in(self) -> float:
+        return max(0.0, self._next_status_at - self._clock())
+
+    async def cycle(self) -> Snapshot:
+        t0 = time.perf_counter()
+        now = self._clock()
+        events: list[Event] = []
+        if now >= self._next_status_at:
+            events = await self._read_status(now)
+        views, stats = await self._scrape_and_derive()
+        return Snapshot(
+            taken_at=self._clock(),
+            source=self.source.description,
+            services=views,
+            status_ok=self._status_error is None,
+            status_error=self._status_error,
+            status_at=self._status_at,
+            events=tuple(events),
+            stats=CycleStats(time.perf_counter() - t0, *stats),
+        )
+
+    async def run(
+        self,
+        on_snapshot: Callable[[Snapshot], Awaitable[None] | None],
+        stop: asyncio.Event,
+        paused: Callable[[], bool] = lambda: False,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        """Cycle until ``stop`` is set; ``wake`` cuts the wait short (refresh now)."""
+        while not stop.is_set():
+            started = time.perf_counter()
+            if not paused():
+                result = on_snapshot(await self.cycle())
+                if result is not None:
+                    await result
+            delay = max(0.05, self.config.metrics_interval - (time.perf_counter() - started))
+            waiters = [asyncio.ensure_future(stop.wait())]
+            if wake is not None:
+                waiters.append(asyncio.ensure_future(wake.wait()))
+            _, pending = await asyncio.wait(
+                waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            if wake is not None:
+                wake.clear()
+
+    async def _read_status(self, now: float) -> list[Event]:
+        try:
+            records = await self.source.fetch_services()
+        except SourceError as exc:
+            return self._status_failed(now, str(exc))
+        except Exception as exc:  # a control plane bug must not kill the dashboard
+            return self._status_failed(now, f"{type(exc).__name__}: {exc}")
+        self._services = map_services(records)
+        self._status_at = now
+        self._status_error = None
+        self._status_failures = 0
+        self._next_status_at = now + self.config.status_interval
+        return await self._record_events(now)
+
+    def _status_failed(self, now: float, message: str) -> list[Event]:
+        self._status_failures += 1
+        self._status_error = redact_text(
+            message.strip().splitlines()[0] if message.strip() else "status read failed"
+        )
+        backoff = self.config.status_interval * (2 ** min(self._status_failures - 1, 6))
+        self._next_status_at = now + min(self.config.max_backoff, backoff)
+        return []
+
+    async def _record_events(self, now: float) -> list[Event]:
+        store = self.store
+        baseline = False
+        if self._last_seen is None:
+            # First status of this run: diff against what the store saw before a restart;
+            # only a store that never saw anything makes this a baseline (no "added" flood).
+            if store is not None and await asyncio.to_thread(store.has_last_seen):
+                self._last_seen = await asyncio.to_thread(store.last_seen)
+            else:
+                self._last_seen, baseline = {}, True
+        events = diff_snapshots(
+            self._last_seen, self._services, now, self._expected_removals, baseline=baseline
+        )
+        self._last_seen = {s.name: s for s in self._services}
+        present = {(s.name, r.replica_id) for s in self._services for r in s.replicas}
+        self._expected_removals &= present
+        if store is None:
+            return events
+        return await asyncio.to_thread(store.commit_cycle, events, self._services, now)
+
+    async def _scrape_and_derive(self) -> tuple[tuple[ServiceView, ...], tuple[int, int, int]]:
+        targets: list[tuple[Replica, str | None]] = [
+            (replica, metrics_url(replica.endpoint, self.config.metrics_path))
+            for service in self._services
+            for replica in service.replicas
+            if replica.status in SCRAPED_STATUSES
+        ]
+        results = await self.scraper.scrape_all([url for _, url in targets])
+        by_key: dict[str, ScrapeResult] = {}
+        for (replica, _), result in zip(targets, results, strict=True):
+            by_key[replica.key] = self._ingest(replica, result)
+        live_keys = {r.key for s in self._services for r in s.replicas}
+        for key in set(self._trackers) - live_keys:
+            del self._trackers[key]
+        for name in set(self._rings) - {s.name for s in self._services}:
+            del self._rings[name]
+        now = self._clock()
+        views = tuple(self._service_view(service, by_key, now) for service in self._services)
+        errors = sum(1 for r in by_key.values() if not r.ok)
+        return views, (len(by_key), errors, sum(r.nbytes for r in by_key.values()))
+
+    def _ingest(self, replica: Replica, result: ScrapeResult) -> ScrapeResult:
+        tracker = self._trackers.get(replica.key)
+        if tracker is None:
+            tracker = self._trackers[replica.key] = _ReplicaTracker(self.config.history_points)
+        if result.ok and result.body is not None:
+            point, expo = parse_point(result.body)
+            if point is None:
+                detail = "no known metric families" + (
+                    " (body truncated)" if expo.truncated else ""
+                )
+                result = result.failed(ScrapeError.UNPARSABLE, detail)
+            else:
+                tracker.ingest(point, result.started, self.config)
+        tracker.record(result.started, fresh=result.ok)
+        return result
+
+    def _service_view(
+        self, service: Service, results: Mapping[str, ScrapeResult], now: float
+    ) -> ServiceView:
+        replicas: list[ReplicaView] = []
+        for replica in service.replicas:
+            tracker = self._trackers.get(replica.key)
+            result = results.get(replica.key)
+            replicas.append(_replica_view(replica, tracker, result, now))
+        fresh = [v.metrics for v in replicas if v.metrics is not None and v.stale_s is None]
+        scraped = [v for v in replicas if v.replica.status in SCRAPED_STATUSES]
+        qps_values = [m.qps for m in fresh if m.qps is not None]
+        qps = sum(qps_values) if qps_values else None
+        merged = merge_buckets(m.ttft_window for m in fresh if m.ttft_window)
+        tps_values = [m.gen_tps for m in fresh if m.gen_tps is not None]
+        error_weights = [
+            (m.error_share, m.qps) for m in fresh if m.error_share is not None and m.qps
+        ]
+        error_share = None
+        if error_weights:
+            total_qps = sum(q for _, q in error_weights)
+            error_share = sum(e * q for e, q in error_weights) / total_qps if total_qps else None
+        view = ServiceView(
+            service=service,
+            replicas=tuple(replicas),
+            qps=qps,
+            qps_complete=bool(scraped) and len(qps_values) == len(scraped),
+            ttft_p50=histogram_quantile(0.5, merged) if merged else None,
+            ttft_p95=histogram_quantile(0.95, merged) if merged else None,
+            gen_tps=sum(tps_values) if tps_values else None,
+            error_share=error_share,
+        )
+        return self._with_history(view, now)
+
+    def _with_history(self, view: ServiceView, now: float) -> ServiceView:
+        rings = self._rings.get(view.service.name)
+        if rings is None:
+            rings = self._rings[view.service.name] = _ServiceRings(self.config.history_points)
+        target = view.service.target_num_replicas
+        rings.qps.append(now, view.qps)
+        rings.ttft_p50.append(now, view.ttft_p50)
+        rings.ttft_p95.append(now, view.ttft_p95)
+        rings.ready.append(now, float(view.service.ready_count))
+        rings.target.append(now, float(target) if target is not None else None)
+        return replace(
+            view,
+            history_t=tuple(t for t, _ in rings.qps.items()),
+            qps_history=rings.qps.values(),
+            ttft_p50_history=rings.ttft_p50.values(),
+            ttft_p95_history=rings.ttft_p95.values(),
+            ready_history=rings.ready.values(),
+            target_history=rings.target.values(),
+        )
+
+
+def _replica_view(
+    replica: Replica, tracker: _ReplicaTracker | None, result: ScrapeResult | None, now: float
+) -> ReplicaView:
+    if tracker is None:
+        return ReplicaView(replica=replica, metrics=None)
+    failed = result is not None and not result.ok
+    stale = None
+    if failed and tracker.last_ok is not None:
+        stale = max(0.0, now - tracker.last_ok)
+    return ReplicaView(
+        replica=replica,
+        metrics=tracker.metrics,
+        scrape_error=result.error if result else None,
+        scrape_detail=result.detail if result else "",
+        scrape_latency_s=result.latency_s if result else None,
+        scrape_bytes=result.nbytes if result else 0,
+        last_ok=tracker.last_ok,
+        stale_s=stale,
+        qps_history=tracker.qps.values(),
+        ttft_history=tracker.ttft.values(),
+        tps_history=tracker.tps.values(),
+    )

@@ -1,0 +1,78 @@
+"""Service status from the real SkyPilot API server, through the ``sky`` SDK.
+
+``import sky`` costs 1.5–2 s and ~160 MB, so it happens lazily, in a worker thread, on
+the first read. The SDK would silently start a local API server when none is
+configured; a dashboard must not spawn servers behind the user's back, so wfdash turns
+that auto-start off for its own process and says what to do instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from wfdash.collect.redact import redact_text
+from wfdash.collect.source import SourceError
+
+_DISABLE_AUTOSTART = "SKYPILOT_DISABLE_LOCAL_API_SERVER"
+_ENDPOINT_ENV = "SKYPILOT_API_SERVER_ENDPOINT"
+
+
+class SkyPilotStatusSource:
+    """Reads ``sky.serve.status`` like ``sky serve status`` does, errors included."""
+
+    def __init__(self, service_names: Sequence[str] | None = None) -> None:
+        self._service_names = list(service_names) if service_names else None
+
+    @property
+    def description(self) -> str:
+        endpoint = os.environ.get(_ENDPOINT_ENV)
+        return f"skypilot {redact_url(endpoint)}" if endpoint else "skypilot"
+
+    async def fetch_services(self) -> list[Mapping[str, Any]]:
+        return await asyncio.to_thread(self._fetch)
+
+    def _fetch(self) -> list[Mapping[str, Any]]:
+        os.environ.setdefault(_DISABLE_AUTOSTART, "1")
+        try:
+            import sky
+            from sky import exceptions
+        except ImportError as exc:  # pragma: no cover - skypilot is a dependency
+            raise SourceError(f"the skypilot package is not importable: {exc}") from exc
+        try:
+            records = sky.get(sky.serve.status(self._service_names))
+        except exceptions.ClusterNotUpError:
+            return []  # 'No live services.': no serve controller yet
+        except exceptions.ApiServerConnectionError as exc:
+            raise SourceError(f"SkyPilot API server unreachable: {_first_line(exc)}") from exc
+        except RuntimeError as exc:
+            text = str(exc)
+            if _DISABLE_AUTOSTART in text:
+                raise SourceError(
+                    "no SkyPilot API server is running and wfdash does not start one: run "
+                    f"`sky api start`, or set {_ENDPOINT_ENV} (or try `wfdash demo`)"
+                ) from exc
+            if "network error" in text:
+                raise SourceError(
+                    "SkyPilot could not refresh service status (network error reaching the "
+                    "serve controller; it may still be starting)"
+                ) from exc
+            raise SourceError(_first_line(exc)) from exc
+        except Exception as exc:
+            raise SourceError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        return list(records or [])
+
+
+def redact_url(url: str) -> str:
+    """An endpoint URL without inline basic-auth credentials."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -1,0 +1,1 @@
+"""The embedded sandbox fleet: local SkyServe emulation and replica emulators."""
