@@ -251,7 +251,7 @@ tc{a="b",} 9
 tc{} 10
 tc{ a = "b" , c="d" , } 11
 """,
-    "extra_whitespace": "ws  {a=\"b\"}   12   \nws\t13\t\nws{a=\"c\"}14\n  ws 15\n\tws{a=\"d\"} 16\n",
+    "extra_whitespace": 'ws  {a="b"}   12   \nws\t13\t\nws{a="c"}14\n  ws 15\n\tws{a="d"} 16\n',
     "histogram": """\
 # HELP h_seconds A histogram
 # TYPE h_seconds histogram
@@ -348,7 +348,7 @@ hx 12
         'w{a="b",,c="d"} 1',
         'w{a="unterminated} 1',
         'w{"a"="b"} 1',
-        "w{1a=\"b\"} 1",
+        'w{1a="b"} 1',
         'w{a="b"} 1 notatimestamp',
         "w 0x10",
         "w{a='b'} 1",
@@ -372,14 +372,17 @@ def test_bytes_input() -> None:
     assert [dict(s.labels) for s in samples] == [{"v": "caf\xe9"}, {"v": "\ufffd\ufffd"}]
 
 
+TRUNCATED_FAMILIES = (*LLAMACPP_FAMILIES, "esc", "c_total")
+
+
 def test_truncated_at_every_offset() -> None:
     body = render_llamacpp_metrics(llamacpp_state(1)) + TRICKY["escapes"] + TRICKY["crlf"]
     for cut in range(len(body) + 1):
         part = body[:cut]
-        expo = parse_exposition(part, LLAMACPP_FAMILIES + ("esc", "c_total"))
+        expo = parse_exposition(part, TRUNCATED_FAMILIES)
         assert expo.truncated == (part != "" and not part.endswith("\n"))
         complete = part[: part.rfind("\n") + 1]
-        assert flat(expo) == flat(parse_exposition(complete, LLAMACPP_FAMILIES + ("esc", "c_total")))
+        assert flat(expo) == flat(parse_exposition(complete, TRUNCATED_FAMILIES))
         assert expo.bad_lines == 0
 
 
@@ -445,14 +448,16 @@ def numbers(draw: st.DrawFn) -> str:
 def sample_lines(draw: st.DrawFn) -> str:
     name = draw(st.sampled_from(NAME_POOL))
     line = name
-    labels = draw(st.dictionaries(label_names, label_values, max_size=3))
-    if labels or draw(st.booleans()):
+    labels: dict[str, str] = draw(st.dictionaries(label_names, label_values, max_size=3))
+    braces: bool = draw(st.booleans())
+    if labels or braces:
         pairs = [
-            f"{draw(opt_blanks)}{k}{draw(opt_blanks)}={draw(opt_blanks)}\"{escape(v)}\""
+            f'{draw(opt_blanks)}{k}{draw(opt_blanks)}={draw(opt_blanks)}"{escape(v)}"'
             f"{draw(opt_blanks)}"
             for k, v in labels.items()
         ]
-        trailing = "," if pairs and draw(st.booleans()) else ""
+        comma: bool = draw(st.booleans())
+        trailing = "," if pairs and comma else ""
         line += f"{draw(st.sampled_from(['', ' ']))}{{{','.join(pairs)}{trailing}}}"
         line += draw(opt_blanks)
     else:
@@ -466,7 +471,10 @@ def sample_lines(draw: st.DrawFn) -> str:
 comment_lines = st.one_of(
     st.just("#"),
     st.just(""),
-    st.builds(lambda text: f"# {text}", st.text(max_size=10).filter(lambda t: "\n" not in t)),
+    st.builds(
+        lambda text: f"# {text}",
+        st.text(max_size=10).filter(lambda t: not any(w in t for w in ("\n", "HELP", "TYPE"))),
+    ),
     st.builds(
         lambda name, text: f"# HELP {name} {escape(text)}",
         st.sampled_from(NAME_POOL),
@@ -489,7 +497,7 @@ def valid_bodies(draw: st.DrawFn) -> str:
     return "".join(line + end for line, end in zip(lines, ends, strict=True))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(valid_bodies(), st.sets(st.sampled_from(FAMILY_POOL)))
 def test_generated_bodies_match_prometheus_client(body: str, families: set[str]) -> None:
     assert_matches_oracle(body, families)
@@ -506,14 +514,14 @@ def check_never_raises(body: str | bytes, families: Collection[str]) -> Expositi
     return expo
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(), st.sets(st.sampled_from(FAMILY_POOL)))
 def test_any_text_never_raises(body: str, families: set[str]) -> None:
     expo = check_never_raises(body, families)
     assert expo.truncated == (body != "" and not body.endswith("\n"))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(), st.sets(st.sampled_from(FAMILY_POOL)))
 def test_any_bytes_never_raise(body: bytes, families: set[str]) -> None:
     check_never_raises(body, families)
@@ -525,7 +533,7 @@ MUTATED_BASE = (
 MUTATED_FAMILIES = (*LLAMACPP_FAMILIES, "esc", "h_seconds")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(st.integers(0, len(MUTATED_BASE) - 1), st.integers(0, 255)),
@@ -542,7 +550,7 @@ def test_mutated_payload_never_raises(flips: list[tuple[int, int]]) -> None:
     expo = check_never_raises(bytes(mutated), MUTATED_FAMILIES)
     text = bytes(mutated).decode("utf-8", "replace")
     try:
-        expected = oracle(text, MUTATED_FAMILIES)
+        expected = oracle(text[: text.rfind("\n") + 1], MUTATED_FAMILIES)
     except ValueError:
         return
     assume(expo.bad_lines == 0)

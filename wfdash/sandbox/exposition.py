@@ -100,7 +100,7 @@ class Histogram:
 
 @dataclass(slots=True)
 class LlamaCppCounters:
-    """What llama-server b3920 reports on `/metrics` (see docs in shared facts/metrics.md).
+    """What llama-server b3920 reports on `/metrics`: 12 families, one unlabelled sample each.
 
     `n_busy_slots_per_decode` is `None` until the first decode: llama-server divides 0 by 0
     and prints `-nan`.
@@ -121,6 +121,8 @@ class LlamaCppCounters:
 
 
 # (name, type, help) in llama-server's order: its ordered JSON lists counters, then gauges.
+# The help texts are b3920's, grammar included ("Number of request processing.", fixed
+# upstream in January 2025).
 _LLAMACPP_FAMILIES = (
     ("prompt_tokens_total", "counter", "Number of prompt tokens processed."),
     ("prompt_seconds_total", "counter", "Prompt process time"),
