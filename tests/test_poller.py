@@ -42,6 +42,9 @@ class Source:
             raise SourceError(self.error)
         return self.services
 
+    async def fetch_clusters(self) -> list[Mapping[str, Any]]:
+        return []
+
 
 class Replica:
     """A loopback replica whose vLLM counters the test advances."""

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from wfdash import __version__
@@ -15,8 +16,9 @@ from wfdash.collect.poller import Poller, PollerConfig, Snapshot
 from wfdash.collect.scrape import Scraper
 from wfdash.collect.skypilot_source import SkyPilotStatusSource
 from wfdash.collect.source import StatusSource
-from wfdash.collect.store import EventStore, EventStoreError
+from wfdash.collect.store import EventStore, EventStoreError, default_state_dir
 from wfdash.report import render_text
+from wfdash.sandbox.fleet import SandboxConfig, SandboxThread
 
 EXIT_STATUS_UNAVAILABLE = 1
 EXIT_USAGE = 2
@@ -33,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"wfdash {__version__}")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["demo"],
+        help="demo: run on the embedded sandbox fleet (no cloud needed)",
+    )
     parser.add_argument("--once", action="store_true", help="print one status report and exit")
     parser.add_argument("--json", action="store_true", help="with --once: a JSON snapshot")
     parser.add_argument("--service", action="append", metavar="NAME", help="only this service")
@@ -43,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", type=_positive, default=60.0, metavar="S", help="rate window (default 60)"
     )
     parser.add_argument("--state-dir", type=Path, metavar="DIR", help="where events are stored")
+    demo = parser.add_argument_group("demo")
+    demo.add_argument("--seed", type=int, default=0, help="sandbox random seed (default 0)")
+    demo.add_argument(
+        "--speed",
+        type=_positive,
+        default=1.0,
+        metavar="X",
+        help="sandbox time factor: 10 runs builds, traffic and replicas 10x faster",
+    )
     return parser
 
 
@@ -78,8 +95,9 @@ async def run_headless(source: StatusSource, args: argparse.Namespace, store: Ev
             snapshot = first
             if first.status_ok and any(v.replicas for v in first.services):
                 await asyncio.sleep(args.interval)
+                poller.refresh_status_now()
                 second = await poller.cycle()
-                snapshot = second if second.events else _with_events(second, first)
+                snapshot = replace(second, events=first.events + second.events)
             _emit(snapshot, args.json)
             return 0 if snapshot.status_ok else EXIT_STATUS_UNAVAILABLE
         stop = asyncio.Event()
@@ -89,15 +107,10 @@ async def run_headless(source: StatusSource, args: argparse.Namespace, store: Ev
         await scraper.aclose()
 
 
-def _with_events(snapshot: Snapshot, earlier: Snapshot) -> Snapshot:
-    from dataclasses import replace
-
-    return replace(snapshot, events=earlier.events)
-
-
-def open_store(state_dir: Path | None) -> EventStore:
-    path = state_dir / "events.sqlite3" if state_dir else None
-    return EventStore(path)
+def open_store(state_dir: Path | None, demo: bool) -> EventStore:
+    """The event database; the demo keeps its own, apart from real services' history."""
+    name = "demo-events.sqlite3" if demo else "events.sqlite3"
+    return EventStore((state_dir or default_state_dir()) / name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,15 +119,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wfdash: --json goes with --once", file=sys.stderr)
         return EXIT_USAGE
     try:
-        store = open_store(args.state_dir)
+        store = open_store(args.state_dir, demo=args.command == "demo")
     except EventStoreError as exc:
         print(f"wfdash: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    sandbox: SandboxThread | None = None
     try:
-        return asyncio.run(run_headless(SkyPilotStatusSource(args.service), args, store))
+        source: StatusSource
+        if args.command == "demo":
+            sandbox = SandboxThread(SandboxConfig(seed=args.seed, speed=args.speed))
+            sandbox.start()
+            source = sandbox
+        else:
+            source = SkyPilotStatusSource(args.service)
+        return asyncio.run(run_headless(source, args, store))
     except KeyboardInterrupt:
         return 130
     finally:
+        if sandbox is not None:
+            sandbox.stop()
         store.close()
 
 

@@ -115,6 +115,16 @@ def render_text(snapshot: Snapshot) -> str:
     for view in snapshot.services:
         lines.append("")
         lines.extend(_service_block(view))
+    if snapshot.clusters:
+        lines.append("")
+        lines.append("standalone clusters:")
+        for cluster_view in snapshot.clusters:
+            c, m = cluster_view.cluster, cluster_view.metrics
+            lines.append(
+                f"  {c.name}  {c.status}  {c.cloud or _DASH} {c.region or ''}  "
+                f"{c.instance_type or _DASH}  CACHE_VERSION={c.cache_version or _DASH}  "
+                f"{fmt_num(m.gen_tps if m else None, 1)} tok/s  {c.last_event or ''}".rstrip()
+            )
     if snapshot.events:
         lines.append("")
         lines.append("events:")

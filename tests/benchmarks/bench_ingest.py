@@ -119,6 +119,9 @@ class _Source:
     async def fetch_services(self) -> list[Mapping[str, Any]]:
         return self.records
 
+    async def fetch_clusters(self) -> list[Mapping[str, Any]]:
+        return []
+
 
 async def _cycles(ports: list[int], cycles: int) -> tuple[list[float], list[float], int]:
     from wfdash.collect.poller import Poller, PollerConfig

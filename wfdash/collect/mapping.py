@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from wfdash.collect.model import (
+    Cluster,
     Health,
     Layer,
     Replica,
@@ -322,3 +323,40 @@ def map_services(records: object) -> list[Service]:
         return []
     services = (map_service(r) for r in records if isinstance(r, Mapping))
     return sorted((s for s in services if s is not None), key=lambda s: s.name)
+
+
+def map_cluster(record: Mapping[str, Any]) -> Cluster | None:
+    """One ``sky.status`` cluster record → Cluster (its launch YAML's secrets masked)."""
+    name = _opt_str(record.get("name"))
+    if name is None:
+        return None
+    cloud = _opt_str(record.get("cloud"))
+    _, provider, _ = classify_placement(cloud, _opt_str(record.get("region")), None)
+    resources_full = _opt_str(record.get("resources_str_full"))
+    resources = _opt_str(record.get("resources_str")) or resources_full
+    launch_yaml = record.get("last_creation_yaml")
+    tree, _ = redact_yaml(launch_yaml) if isinstance(launch_yaml, str) else (None, None)
+    return Cluster(
+        name=name,
+        status=_enum_value(record.get("status")) or "UNKNOWN",
+        launched_at=_opt_float(record.get("launched_at")),
+        cloud=cloud,
+        region=_opt_str(record.get("region")),
+        resources=resources,
+        instance_type=instance_type_from_resources(resources_full or resources),
+        provider=provider,
+        endpoint=_opt_str(record.get("endpoint")),
+        last_event=_opt_str(record.get("last_event")),
+        envs=_envs(tree),
+    )
+
+
+def map_clusters(records: object) -> list[Cluster]:
+    """Cluster records → Clusters, skipping SkyServe's own controller clusters."""
+    if not isinstance(records, list | tuple):
+        return []
+    clusters = (map_cluster(r) for r in records if isinstance(r, Mapping))
+    return sorted(
+        (c for c in clusters if c is not None and not c.name.startswith("sky-serve-controller")),
+        key=lambda c: c.name,
+    )

@@ -160,3 +160,33 @@ class Service(BaseModel):
     @property
     def backend(self) -> str | None:
         return self.envs.get("BACKEND")
+
+
+class Cluster(BaseModel):
+    """A standalone inference cluster (``sky launch skypilot/inference/gcp_c3d.yaml``)."""
+
+    model_config = _FROZEN
+
+    name: str
+    status: str = "UNKNOWN"  # SkyPilot's ClusterStatus: INIT, UP, STOPPED
+    launched_at: float | None = None
+    cloud: str | None = None
+    region: str | None = None
+    resources: str | None = None
+    instance_type: str | None = None
+    provider: str = "other"
+    endpoint: str | None = None  # the server port's URL, when wfdash could learn it
+    last_event: str | None = None  # e.g. "Running setup: building BitNet.cpp (cache miss)"
+    envs: dict[str, str] = {}  # from the launch YAML, secret-looking values masked
+
+    @property
+    def key(self) -> str:
+        return f"cluster:{self.name}"
+
+    @property
+    def backend(self) -> str | None:
+        return self.envs.get("BACKEND")
+
+    @property
+    def cache_version(self) -> str | None:
+        return self.envs.get("CACHE_VERSION")

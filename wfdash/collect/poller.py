@@ -17,8 +17,8 @@ from typing import Any
 from wfdash.collect.derive import CounterHistory, Ring, histogram_quantile, merge_buckets
 from wfdash.collect.dialects import MetricPoint, ReplicaMetrics, derive_metrics, parse_point
 from wfdash.collect.events import Event, diff_snapshots
-from wfdash.collect.mapping import map_services
-from wfdash.collect.model import Replica, ReplicaStatus, Service
+from wfdash.collect.mapping import map_clusters, map_services
+from wfdash.collect.model import Cluster, Replica, ReplicaStatus, Service
 from wfdash.collect.redact import redact_text
 from wfdash.collect.scrape import ScrapeError, Scraper, ScrapeResult, metrics_url
 from wfdash.collect.source import SourceError, StatusSource
@@ -41,10 +41,11 @@ class PollerConfig:
     metrics_path: str = "/metrics"
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    replica: Replica
-    metrics: ReplicaMetrics | None  # from the last successful scrape; None if never
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointView:
+    """What wfdash knows of one scraped server (a replica or a standalone cluster)."""
+
+    metrics: ReplicaMetrics | None = None  # from the last successful scrape; None if never
     scrape_error: ScrapeError | None = None
     scrape_detail: str = ""
     scrape_latency_s: float | None = None
@@ -54,6 +55,16 @@ class ReplicaView:
     qps_history: tuple[float | None, ...] = ()
     ttft_history: tuple[float | None, ...] = ()  # p95 (or the llama.cpp estimate)
     tps_history: tuple[float | None, ...] = ()  # generated tokens/s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaView(EndpointView):
+    replica: Replica
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterView(EndpointView):
+    cluster: Cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,7 @@ class Snapshot:
     source: str
     services: tuple[ServiceView, ...]
     status_ok: bool  # the last status read succeeded
+    clusters: tuple[ClusterView, ...] = ()
     status_error: str | None = None
     status_at: float | None = None  # when the shown status was read
     events: tuple[Event, ...] = ()  # events first recorded in this cycle
@@ -106,6 +118,10 @@ class Snapshot:
             "status_error": self.status_error,
             "status_age_s": self.status_age_s,
             "services": [_service_json(view) for view in self.services],
+            "clusters": [
+                {**view.cluster.model_dump(mode="json"), **_endpoint_json(view)}
+                for view in self.clusters
+            ],
             "events": [e.model_dump(mode="json") for e in self.events],
             "stats": asdict(self.stats),
         }
@@ -131,16 +147,18 @@ def _service_json(view: ServiceView) -> dict[str, Any]:
         "gen_tps": view.gen_tps,
         "error_share": view.error_share,
         "replicas": [
-            {
-                **r.replica.model_dump(mode="json"),
-                "metrics": _metrics_json(r.metrics),
-                "scrape_error": r.scrape_error,
-                "scrape_detail": r.scrape_detail,
-                "scrape_latency_s": r.scrape_latency_s,
-                "stale_s": r.stale_s,
-            }
-            for r in view.replicas
+            {**r.replica.model_dump(mode="json"), **_endpoint_json(r)} for r in view.replicas
         ],
+    }
+
+
+def _endpoint_json(view: EndpointView) -> dict[str, Any]:
+    return {
+        "metrics": _metrics_json(view.metrics),
+        "scrape_error": view.scrape_error,
+        "scrape_detail": view.scrape_detail,
+        "scrape_latency_s": view.scrape_latency_s,
+        "stale_s": view.stale_s,
     }
 
 
@@ -214,6 +232,7 @@ class Poller:
         self.config = config or PollerConfig()
         self._clock = clock
         self._services: list[Service] = []
+        self._clusters: list[Cluster] = []
         self._status_at: float | None = None
         self._status_error: str | None = None
         self._status_failures = 0
@@ -240,7 +259,7 @@ class Poller:
         events: list[Event] = []
         if now >= self._next_status_at:
             events = await self._read_status(now)
-        views, stats = await self._scrape_and_derive()
+        views, clusters, stats = await self._scrape_and_derive()
         return Snapshot(
             taken_at=self._clock(),
             source=self.source.description,
@@ -249,6 +268,7 @@ class Poller:
             status_error=self._status_error,
             status_at=self._status_at,
             events=tuple(events),
+            clusters=clusters,
             stats=CycleStats(time.perf_counter() - t0, *stats),
         )
 
@@ -281,11 +301,13 @@ class Poller:
     async def _read_status(self, now: float) -> list[Event]:
         try:
             records = await self.source.fetch_services()
+            cluster_records = await self.source.fetch_clusters()
         except SourceError as exc:
             return self._status_failed(now, str(exc))
         except Exception as exc:  # a control plane bug must not kill the dashboard
             return self._status_failed(now, f"{type(exc).__name__}: {exc}")
         self._services = map_services(records)
+        self._clusters = map_clusters(cluster_records)
         self._status_at = now
         self._status_error = None
         self._status_failures = 0
@@ -321,31 +343,47 @@ class Poller:
             return events
         return await asyncio.to_thread(store.commit_cycle, events, self._services, now)
 
-    async def _scrape_and_derive(self) -> tuple[tuple[ServiceView, ...], tuple[int, int, int]]:
-        targets: list[tuple[Replica, str | None]] = [
-            (replica, metrics_url(replica.endpoint, self.config.metrics_path))
+    async def _scrape_and_derive(
+        self,
+    ) -> tuple[tuple[ServiceView, ...], tuple[ClusterView, ...], tuple[int, int, int]]:
+        path = self.config.metrics_path
+        targets: list[tuple[str, str | None]] = [
+            (replica.key, metrics_url(replica.endpoint, path))
             for service in self._services
             for replica in service.replicas
             if replica.status in SCRAPED_STATUSES
         ]
+        targets += [
+            (cluster.key, metrics_url(cluster.endpoint, path))
+            for cluster in self._clusters
+            if cluster.status == "UP" and cluster.endpoint
+        ]
         results = await self.scraper.scrape_all([url for _, url in targets])
         by_key: dict[str, ScrapeResult] = {}
-        for (replica, _), result in zip(targets, results, strict=True):
-            by_key[replica.key] = self._ingest(replica, result)
+        for (key, _), result in zip(targets, results, strict=True):
+            by_key[key] = self._ingest(key, result)
         live_keys = {r.key for s in self._services for r in s.replicas}
+        live_keys |= {c.key for c in self._clusters}
         for key in set(self._trackers) - live_keys:
             del self._trackers[key]
         for name in set(self._rings) - {s.name for s in self._services}:
             del self._rings[name]
         now = self._clock()
         views = tuple(self._service_view(service, by_key, now) for service in self._services)
+        clusters = tuple(
+            ClusterView(
+                cluster=cluster,
+                **_endpoint_fields(self._trackers.get(cluster.key), by_key.get(cluster.key), now),
+            )
+            for cluster in self._clusters
+        )
         errors = sum(1 for r in by_key.values() if not r.ok)
-        return views, (len(by_key), errors, sum(r.nbytes for r in by_key.values()))
+        return views, clusters, (len(by_key), errors, sum(r.nbytes for r in by_key.values()))
 
-    def _ingest(self, replica: Replica, result: ScrapeResult) -> ScrapeResult:
-        tracker = self._trackers.get(replica.key)
+    def _ingest(self, key: str, result: ScrapeResult) -> ScrapeResult:
+        tracker = self._trackers.get(key)
         if tracker is None:
-            tracker = self._trackers[replica.key] = _ReplicaTracker(self.config.history_points)
+            tracker = self._trackers[key] = _ReplicaTracker(self.config.history_points)
         if result.ok and result.body is not None:
             point, expo = parse_point(result.body)
             if point is None:
@@ -363,9 +401,10 @@ class Poller:
     ) -> ServiceView:
         replicas: list[ReplicaView] = []
         for replica in service.replicas:
-            tracker = self._trackers.get(replica.key)
-            result = results.get(replica.key)
-            replicas.append(_replica_view(replica, tracker, result, now))
+            fields = _endpoint_fields(
+                self._trackers.get(replica.key), results.get(replica.key), now
+            )
+            replicas.append(ReplicaView(replica=replica, **fields))
         fresh = [v.metrics for v in replicas if v.metrics is not None and v.stale_s is None]
         scraped = [v for v in replicas if v.replica.status in SCRAPED_STATUSES]
         qps_values = [m.qps for m in fresh if m.qps is not None]
@@ -412,25 +451,25 @@ class Poller:
         )
 
 
-def _replica_view(
-    replica: Replica, tracker: _ReplicaTracker | None, result: ScrapeResult | None, now: float
-) -> ReplicaView:
+def _endpoint_fields(
+    tracker: _ReplicaTracker | None, result: ScrapeResult | None, now: float
+) -> dict[str, Any]:
+    """The EndpointView fields for one scraped server."""
     if tracker is None:
-        return ReplicaView(replica=replica, metrics=None)
+        return {}
     failed = result is not None and not result.ok
     stale = None
     if failed and tracker.last_ok is not None:
         stale = max(0.0, now - tracker.last_ok)
-    return ReplicaView(
-        replica=replica,
-        metrics=tracker.metrics,
-        scrape_error=result.error if result else None,
-        scrape_detail=result.detail if result else "",
-        scrape_latency_s=result.latency_s if result else None,
-        scrape_bytes=result.nbytes if result else 0,
-        last_ok=tracker.last_ok,
-        stale_s=stale,
-        qps_history=tracker.qps.values(),
-        ttft_history=tracker.ttft.values(),
-        tps_history=tracker.tps.values(),
-    )
+    return {
+        "metrics": tracker.metrics,
+        "scrape_error": result.error if result else None,
+        "scrape_detail": result.detail if result else "",
+        "scrape_latency_s": result.latency_s if result else None,
+        "scrape_bytes": result.nbytes if result else 0,
+        "last_ok": tracker.last_ok,
+        "stale_s": stale,
+        "qps_history": tracker.qps.values(),
+        "ttft_history": tracker.ttft.values(),
+        "tps_history": tracker.tps.values(),
+    }

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from wfdash.collect.redact import redact_text
 from wfdash.collect.source import SourceError
 
 _DISABLE_AUTOSTART = "SKYPILOT_DISABLE_LOCAL_API_SERVER"
 _ENDPOINT_ENV = "SKYPILOT_API_SERVER_ENDPOINT"
+SERVING_PORT = 8080  # the port the inference YAMLs open
+T = TypeVar("T")
 
 
 class SkyPilotStatusSource:
@@ -31,38 +33,67 @@ class SkyPilotStatusSource:
         endpoint = os.environ.get(_ENDPOINT_ENV)
         return f"skypilot {redact_url(endpoint)}" if endpoint else "skypilot"
 
-    async def fetch_services(self) -> list[Mapping[str, Any]]:
-        return await asyncio.to_thread(self._fetch)
+    async def fetch_services(self) -> Sequence[Mapping[str, Any]]:
+        return await asyncio.to_thread(_call_sky, self._services)
 
-    def _fetch(self) -> list[Mapping[str, Any]]:
-        os.environ.setdefault(_DISABLE_AUTOSTART, "1")
+    async def fetch_clusters(self) -> Sequence[Mapping[str, Any]]:
+        return await asyncio.to_thread(_call_sky, _clusters)
+
+    def _services(self) -> Sequence[Mapping[str, Any]]:
+        import sky
+        from sky import exceptions
+
         try:
-            import sky
-            from sky import exceptions
-        except ImportError as exc:  # pragma: no cover - skypilot is a dependency
-            raise SourceError(f"the skypilot package is not importable: {exc}") from exc
-        try:
-            records = sky.get(sky.serve.status(self._service_names))
+            records: list[dict[str, Any]] = sky.get(sky.serve.status(self._service_names))
+            return records or []
         except exceptions.ClusterNotUpError:
             return []  # 'No live services.': no serve controller yet
-        except exceptions.ApiServerConnectionError as exc:
-            raise SourceError(f"SkyPilot API server unreachable: {_first_line(exc)}") from exc
-        except RuntimeError as exc:
-            text = str(exc)
-            if _DISABLE_AUTOSTART in text:
-                raise SourceError(
-                    "no SkyPilot API server is running and wfdash does not start one: run "
-                    f"`sky api start`, or set {_ENDPOINT_ENV} (or try `wfdash demo`)"
-                ) from exc
-            if "network error" in text:
-                raise SourceError(
-                    "SkyPilot could not refresh service status (network error reaching the "
-                    "serve controller; it may still be starting)"
-                ) from exc
-            raise SourceError(_first_line(exc)) from exc
-        except Exception as exc:
-            raise SourceError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
-        return list(records or [])
+
+
+def _clusters() -> Sequence[Mapping[str, Any]]:
+    """``sky status`` records, plus the serving port's URL of each UP cluster."""
+    import sky
+
+    records: list[dict[str, Any]] = [dict(r) for r in sky.get(sky.status()) or []]
+    for record in records:
+        record["endpoint"] = None
+        if str(getattr(record.get("status"), "value", record.get("status"))) != "UP":
+            continue
+        try:
+            urls = sky.get(sky.endpoints(record["name"], SERVING_PORT))
+        except Exception:  # a cluster without the port open: no metrics, not an error
+            continue
+        url = next(iter(urls.values()), None) if isinstance(urls, dict) else None
+        record["endpoint"] = url if url is None or "://" in url else f"http://{url}"
+    return records
+
+
+def _call_sky(call: Callable[[], T]) -> T:
+    """Run one SDK read, turning every failure into one readable SourceError line."""
+    os.environ.setdefault(_DISABLE_AUTOSTART, "1")
+    try:
+        from sky import exceptions
+    except ImportError as exc:  # pragma: no cover - skypilot is a dependency
+        raise SourceError(f"the skypilot package is not importable: {exc}") from exc
+    try:
+        return call()
+    except exceptions.ApiServerConnectionError as exc:
+        raise SourceError(f"SkyPilot API server unreachable: {_first_line(exc)}") from exc
+    except RuntimeError as exc:
+        text = str(exc)
+        if _DISABLE_AUTOSTART in text:
+            raise SourceError(
+                "no SkyPilot API server is running and wfdash does not start one: run "
+                f"`sky api start`, or set {_ENDPOINT_ENV} (or try `wfdash demo`)"
+            ) from exc
+        if "network error" in text:
+            raise SourceError(
+                "SkyPilot could not refresh service status (network error reaching the "
+                "serve controller; it may still be starting)"
+            ) from exc
+        raise SourceError(_first_line(exc)) from exc
+    except Exception as exc:
+        raise SourceError(f"{type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def redact_url(url: str) -> str:

@@ -7,7 +7,7 @@ The control actions of a later layer extend this protocol; the poller needs only
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 
@@ -21,9 +21,14 @@ class StatusSource(Protocol):
         """Where the status comes from, for the header (no secrets), e.g. 'sandbox'."""
         ...
 
-    async def fetch_services(self) -> list[Mapping[str, Any]]:
+    async def fetch_services(self) -> Sequence[Mapping[str, Any]]:
         """``serve.status``-shaped records of every service; [] when there are none.
 
         Raises SourceError when the status cannot be read at all.
         """
+        ...
+
+    async def fetch_clusters(self) -> Sequence[Mapping[str, Any]]:
+        """``sky.status``-shaped records of standalone clusters, each with wfdash's own
+        ``endpoint`` key (the serving port's URL, or None). Raises SourceError."""
         ...
