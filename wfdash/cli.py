@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="demo: run on the embedded sandbox fleet (no cloud needed)",
     )
     parser.add_argument("--once", action="store_true", help="print one status report and exit")
-    parser.add_argument("--json", action="store_true", help="with --once: a JSON snapshot")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON instead of text: one document with --once, else one line per poll",
+    )
     parser.add_argument("--service", action="append", metavar="NAME", help="only this service")
     parser.add_argument(
         "--interval", type=_positive, default=2.0, metavar="S", help="seconds between polls"
@@ -73,9 +78,10 @@ def _positive(text: str) -> float:
     return value
 
 
-def _emit(snapshot: Snapshot, as_json: bool) -> None:
+def _emit(snapshot: Snapshot, as_json: bool, *, pretty: bool = True) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(snapshot.to_dict(), indent=2, sort_keys=True) + "\n")
+        indent = 2 if pretty else None
+        sys.stdout.write(json.dumps(snapshot.to_dict(), indent=indent, sort_keys=True) + "\n")
     else:
         sys.stdout.write(render_text(snapshot))
     sys.stdout.flush()
@@ -101,10 +107,14 @@ async def run_headless(source: StatusSource, args: argparse.Namespace, store: Ev
             _emit(snapshot, args.json)
             return 0 if snapshot.status_ok else EXIT_STATUS_UNAVAILABLE
         stop = asyncio.Event()
-        await poller.run(lambda s: _emit(s, args.json), stop)
+        await poller.run(lambda s: _emit(s, args.json, pretty=False), stop)
         return 0
     finally:
         await scraper.aclose()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def open_store(state_dir: Path | None, demo: bool) -> EventStore:
@@ -115,9 +125,9 @@ def open_store(state_dir: Path | None, demo: bool) -> EventStore:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.json and not args.once:
-        print("wfdash: --json goes with --once", file=sys.stderr)
-        return EXIT_USAGE
+    # SIGTERM (systemd, a closed SSH session's shell, `kill`) ends wfdash like Ctrl-C does,
+    # so the sandbox's listeners and the event store are closed on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         store = open_store(args.state_dir, demo=args.command == "demo")
     except EventStoreError as exc:
@@ -135,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_headless(source, args, store))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`wfdash --json | head`): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if sandbox is not None:
             sandbox.stop()
