@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wfdash import __version__
 from wfdash.collect.poller import Poller, PollerConfig, Snapshot
@@ -19,7 +20,9 @@ from wfdash.collect.skypilot_source import SkyPilotStatusSource
 from wfdash.collect.source import StatusSource
 from wfdash.collect.store import EventStore, EventStoreError, default_state_dir
 from wfdash.report import render_text
-from wfdash.sandbox.fleet import SandboxConfig, SandboxThread
+
+if TYPE_CHECKING:
+    from wfdash.sandbox.fleet import SandboxThread
 
 EXIT_STATUS_UNAVAILABLE = 1
 EXIT_USAGE = 2
@@ -56,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", type=_positive, default=60.0, metavar="S", help="rate window (default 60)"
     )
     parser.add_argument("--state-dir", type=Path, metavar="DIR", help="where events are stored")
+    ui = parser.add_argument_group("dashboard")
+    ui.add_argument(
+        "--theme",
+        default="wfdash-dark",
+        help="wfdash-dark, wfdash-light, wfdash-colorblind, wfdash-ansi",
+    )
+    ui.add_argument(
+        "--ascii", action="store_true", help="no braille or block glyphs (old terminals, fonts)"
+    )
+    ui.add_argument(
+        "--read-only", action="store_true", help="refuse every action that changes a service"
+    )
     demo = parser.add_argument_group("demo")
     demo.add_argument("--seed", type=int, default=0, help="sandbox random seed (default 0)")
     demo.add_argument(
@@ -92,9 +107,8 @@ async def run_headless(source: StatusSource, args: argparse.Namespace, store: Ev
 
     Without ``--once``: a plain-text report every interval until interrupted.
     """
-    config = PollerConfig(metrics_interval=args.interval, rate_window=args.window)
-    scraper = Scraper(token=os.environ.get("WFDASH_METRICS_TOKEN") or None)
-    poller = Poller(source, scraper, store=store, config=config)
+    poller = _make_poller(source, args, store)
+    scraper = poller.scraper
     try:
         if args.once:
             first = await poller.cycle()
@@ -111,6 +125,48 @@ async def run_headless(source: StatusSource, args: argparse.Namespace, store: Ev
         return 0
     finally:
         await scraper.aclose()
+
+
+def wants_tui(args: argparse.Namespace) -> bool:
+    """The full-screen UI only on a real terminal; TERM=dumb, pipes and cron get text."""
+    if args.once or args.json:
+        return False
+    return sys.stdout.isatty() and sys.stdin.isatty() and os.environ.get("TERM", "dumb") != "dumb"
+
+
+def _make_poller(source: StatusSource, args: argparse.Namespace, store: EventStore) -> Poller:
+    config = PollerConfig(metrics_interval=args.interval, rate_window=args.window)
+    return Poller(
+        source,
+        Scraper(token=os.environ.get("WFDASH_METRICS_TOKEN") or None),
+        store=store,
+        config=config,
+    )
+
+
+def run_tui(
+    source: StatusSource, sandbox: SandboxThread | None, args: argparse.Namespace, store: EventStore
+) -> int:
+    from wfdash.ui.app import WfdashApp
+
+    def make_poller() -> Poller:
+        # Runs on the poller thread, after the first paint: the sandbox's listeners (and,
+        # for SkyPilot, `import sky`) never delay the screen.
+        if sandbox is not None:
+            sandbox.start()
+        return _make_poller(source, args, store)
+
+    app = WfdashApp(
+        make_poller=make_poller,
+        store=store,
+        theme=args.theme,
+        ascii=args.ascii,
+        read_only=args.read_only,
+        interval=args.interval,
+        pool_hosts=sandbox.sandbox.config.pool_hosts if sandbox is not None else None,
+    )
+    app.run()
+    return app.return_code or 0
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -137,11 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         source: StatusSource
         if args.command == "demo":
+            from wfdash.sandbox.fleet import SandboxConfig, SandboxThread
+
             sandbox = SandboxThread(SandboxConfig(seed=args.seed, speed=args.speed))
-            sandbox.start()
             source = sandbox
         else:
             source = SkyPilotStatusSource(args.service)
+        if wants_tui(args):
+            return run_tui(source, sandbox, args, store)
+        if sandbox is not None:
+            sandbox.start()
         return asyncio.run(run_headless(source, args, store))
     except KeyboardInterrupt:
         return 130

@@ -5,25 +5,8 @@ from __future__ import annotations
 import time
 
 from wfdash.collect.poller import ReplicaView, ServiceView, Snapshot
-
-_DASH = "—"
-
-
-def fmt_num(value: float | None, digits: int = 2, unit: str = "") -> str:
-    """A number with its unit, or an em dash for unknown (never a fake 0)."""
-    if value is None:
-        return _DASH
-    return f"{value:.{digits}f}{unit}"
-
-
-def fmt_seconds(value: float | None) -> str:
-    if value is None:
-        return _DASH
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 100:
-        return f"{value:.1f}s"
-    return f"{value:.0f}s"
+from wfdash.format import DASH as _DASH
+from wfdash.format import fmt_num, fmt_seconds
 
 
 def _replica_line(view: ReplicaView) -> list[str]:

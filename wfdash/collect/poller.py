@@ -351,7 +351,8 @@ class Poller:
             (replica.key, metrics_url(replica.endpoint, path))
             for service in self._services
             for replica in service.replicas
-            if replica.status in SCRAPED_STATUSES
+            # No endpoint yet (setup still running): nothing to scrape, and no failure.
+            if replica.status in SCRAPED_STATUSES and replica.endpoint
         ]
         targets += [
             (cluster.key, metrics_url(cluster.endpoint, path))

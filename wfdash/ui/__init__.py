@@ -1,0 +1,1 @@
+"""The Textual dashboard: renders snapshots, never collects."""

@@ -1,0 +1,458 @@
+"""The dashboard: a Textual app that renders the poller's snapshots.
+
+Data flows one way: the poller (its own thread) delivers immutable snapshots; the app
+keeps the latest and re-renders. Widgets never collect anything themselves.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from wfdash.collect.events import Event
+from wfdash.collect.poller import Poller, ReplicaView, ServiceView, Snapshot
+from wfdash.collect.store import EventStore
+from wfdash.cost import fleet_cost
+from wfdash.ui import panels
+from wfdash.ui.plot import PlotSeries, render_plot
+from wfdash.ui.poller_thread import PollerThread
+from wfdash.ui.replica_table import COLUMNS, ReplicaTable, Styles, arrange
+from wfdash.ui.screens import HelpScreen, ReplicaDetailScreen
+from wfdash.ui.themes import load_themes, variable_defaults
+
+# Digits sort by these columns (same digit again reverses).
+SORT_DIGITS = {
+    "1": "id", "2": "layer", "3": "infra", "4": "status", "5": "version",
+    "6": "qps", "7": "ttft", "8": "tps", "9": "queue", "0": "scrape",
+}  # fmt: skip
+# Actions that change the service; --read-only refuses every one of them here, in one place.
+MUTATING_ACTIONS: frozenset[str] = frozenset()
+COMPACT_HEIGHT = 34
+
+
+class WfdashApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "wfdash"
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help"),
+        Binding("slash", "filter", "filter"),
+        Binding("escape", "clear_filter", "clear", show=False),
+        Binding("p", "toggle_pause", "pause"),
+        Binding("r", "refresh_now", "refresh"),
+        Binding("enter", "detail", "detail", show=False),
+        Binding("right_square_bracket", "next_service", "next svc"),
+        Binding("left_square_bracket", "previous_service", "prev svc", show=False),
+        *(
+            Binding(digit, f"sort('{key}')", f"sort {key}", show=False)
+            for digit, key in SORT_DIGITS.items()
+        ),
+    ]
+
+    def __init__(
+        self,
+        *,
+        make_poller: Callable[[], Poller] | None = None,
+        store: EventStore | None = None,
+        theme: str = "wfdash-dark",
+        ascii: bool = False,
+        read_only: bool = False,
+        interval: float = 2.0,
+        pool_hosts: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self._themes = load_themes()
+        for candidate in self._themes.values():
+            self.register_theme(candidate)
+        self.theme = theme
+        self.animation_level = "none"
+        self.ascii = ascii
+        self.read_only = read_only
+        self.interval = interval
+        self.pool_hosts = pool_hosts
+        self.clock = clock
+        self.store = store
+        self.snapshot: Snapshot | None = None
+        self.service_name: str | None = None
+        self.filter_text = ""
+        self.paused = False
+        self._events: list[Event] = []
+        self._poller_thread = PollerThread(make_poller, self._deliver) if make_poller else None
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return variable_defaults()
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        yield Static(id="spillover")
+        yield ReplicaTable(id="replicas")
+        yield Static(id="summary")
+        with Horizontal(id="plots"):
+            yield Static(id="qps-plot", classes="plot")
+            yield Static(id="ttft-plot", classes="plot")
+        with Horizontal(id="bottom"):
+            with Vertical(id="clusters-box"):
+                yield Static("Standalone clusters", classes="title")
+                yield Static(id="clusters")
+            with Vertical(id="events-box"):
+                yield Static("Events", classes="title")
+                yield Static(id="events")
+        yield Input(placeholder="filter replicas: words to match, escape clears", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.query_one(ReplicaTable).focus()
+        self._apply_compact(self.size.height, self.size.width)
+        self.render_all()
+        if self._poller_thread is not None:
+            # After the first paint: the poller thread imports sky and makes the first call.
+            self.call_after_refresh(self._poller_thread.start)
+        signal.signal(signal.SIGHUP, lambda *_: self.call_from_thread(self.exit, 0))
+        self.set_interval(1.0, self._tick_header)
+
+    async def on_unmount(self) -> None:
+        if self._poller_thread is not None:
+            self._poller_thread.stop()
+
+    def on_resize(self, event: Resize) -> None:
+        self._apply_compact(event.size.height, event.size.width)
+        self.render_plots()
+
+    def _apply_compact(self, height: int, width: int) -> None:
+        compact = height < COMPACT_HEIGHT or width < 100
+        self.screen.set_class(compact, "compact")
+
+    # ------------------------------------------------------------------ data in
+
+    def _deliver(self, snapshot: Snapshot) -> None:
+        """Called on the poller thread."""
+        self.call_from_thread(self.apply_snapshot, snapshot)
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        names = [v.service.name for v in snapshot.services]
+        if self.service_name not in names:
+            self.service_name = names[0] if names else None
+        if snapshot.events or not self._events:
+            self._load_events()
+        self.render_all()
+        if isinstance(self.screen, ReplicaDetailScreen):
+            self.screen.update_view()
+
+    def _load_events(self) -> None:
+        if self.store is None:
+            self._events = list(self.snapshot.events) if self.snapshot else []
+            return
+        self._events = self.store.query(service=self.service_name, limit=200)
+
+    @property
+    def current(self) -> ServiceView | None:
+        if self.snapshot is None:
+            return None
+        return next(
+            (v for v in self.snapshot.services if v.service.name == self.service_name), None
+        )
+
+    # ------------------------------------------------------------------ rendering
+
+    def _var(self, name: str, fallback: str = "") -> str:
+        return self.get_css_variables().get(name, fallback)
+
+    def palette(self) -> panels.Palette:
+        return panels.Palette(
+            ok=self._var("success"),
+            warn=self._var("warning"),
+            bad=self._var("error"),
+            dim=self._var("stale"),
+            accent=self._var("accent"),
+            base=self._var("layer-base"),
+            burst=self._var("layer-burst"),
+        )
+
+    def cell_styles(self) -> Styles:
+        return Styles(
+            ready=self._var("status-ready"),
+            launching=self._var("status-launching"),
+            failed=self._var("status-failed"),
+            preempted=self._var("status-preempted"),
+            stale=self._var("stale"),
+            base=self._var("layer-base"),
+            burst=self._var("layer-burst"),
+            spark=self._var("sparkline"),
+        )
+
+    def render_all(self) -> None:
+        view = self.current
+        palette = self.palette()
+        now = self.clock()
+        cost = fleet_cost([view.service], pool_hosts=self.pool_hosts) if view else None
+        self._tick_header()
+        spill = self.query_one("#spillover", Static)
+        summary = self.query_one("#summary", Static)
+        table = self.query_one(ReplicaTable)
+        if view is None or cost is None:
+            spill.update(self._empty_state())
+            summary.update("")
+            table.show([], now, self.cell_styles(), ascii=self.ascii)
+        else:
+            spill.update(
+                panels.spillover(
+                    view, cost, pool_hosts=self.pool_hosts, ascii=self.ascii, palette=palette
+                )
+            )
+            summary.update(panels.service_summary(view))
+            rows = arrange(view.replicas, table.sort_column, table.sort_reverse, self.filter_text)
+            table.show(rows, now, self.cell_styles(), ascii=self.ascii)
+            table.border_subtitle = f"filter: {self.filter_text}" if self.filter_text else ""
+        clusters = self.snapshot.clusters if self.snapshot else ()
+        self.query_one("#clusters", Static).update(
+            Text("\n").join(panels.cluster_line(c, now, palette) for c in clusters)
+            if clusters
+            else Text("none", style=palette.dim)
+        )
+        self.query_one("#events", Static).update(
+            panels.event_lines(self._events, palette, limit=50)
+        )
+        self.render_plots()
+
+    def _tick_header(self) -> None:
+        view = self.current
+        cost = fleet_cost([view.service], pool_hosts=self.pool_hosts) if view else None
+        names = [v.service.name for v in self.snapshot.services] if self.snapshot else []
+        index = (
+            (names.index(self.service_name), len(names)) if self.service_name in names else (0, 0)
+        )
+        self.query_one("#header", Static).update(
+            panels.header(
+                view,
+                self.snapshot,
+                cost,
+                now=self.clock(),
+                paused=self.paused,
+                interval=self.interval,
+                read_only=self.read_only,
+                palette=self.palette(),
+                service_index=index,
+            )
+        )
+
+    def _empty_state(self) -> Text:
+        palette = self.palette()
+        if self.snapshot is None:
+            return Text("Connecting… the first poll is on its way.", style=palette.dim)
+        if not self.snapshot.status_ok:
+            text = Text("Cannot read service status: ", style=f"bold {palette.bad}")
+            text.append(self.snapshot.status_error or "unknown error")
+            text.append(
+                "\nwfdash retries with backoff. Try `wfdash demo` for the local sandbox.",
+                style=palette.dim,
+            )
+            return text
+        text = Text("No SkyServe services on this API server.", style="bold")
+        text.append(
+            "\nStart one with `sky serve up skypilot/service.yaml -n NAME`, or run `wfdash demo` "
+            "to explore wfdash on a local sandbox fleet.",
+            style=palette.dim,
+        )
+        return text
+
+    def render_plots(self) -> None:
+        view = self.current
+        if self.screen.has_class("compact"):
+            return
+        qps_widget = self.query_one("#qps-plot", Static)
+        ttft_widget = self.query_one("#ttft-plot", Static)
+        width = max(20, qps_widget.size.width or (self.size.width // 2 - 2))
+        height = max(5, qps_widget.size.height or 10)
+        now = self.snapshot.taken_at if self.snapshot else self.clock()
+        plot = partial(
+            render_plot,
+            width=width,
+            height=height,
+            now=now,
+            ascii=self.ascii,
+            background=self._var("surface") or None,
+            foreground=self._var("foreground") or None,
+        )
+        if view is None:
+            qps_widget.update(plot([], title="QPS"))
+            ttft_widget.update(plot([], title="TTFT"))
+            return
+        t = view.history_t
+        qps_series = [PlotSeries("QPS", t, view.qps_history, self._var("plot-qps"))]
+        if all(v is None for v in view.qps_history):
+            tps = _sum_series(r.tps_history for r in view.replicas)
+            qps_series = [
+                PlotSeries("tok/s (no request counter)", t[-len(tps) :], tps, self._var("plot-qps"))
+            ]
+        target = [PlotSeries("target replicas", t, view.target_history, self._var("plot-target"))]
+        qps_widget.update(plot(qps_series, title="Service QPS", step_series=target))
+        ttft_title = "TTFT (s)"
+        if all(v is None for v in view.ttft_p95_history) and any(
+            r.metrics and r.metrics.ttft_is_estimate for r in view.replicas
+        ):
+            ttft_title = "TTFT: llama.cpp has no latency histogram"
+        ttft_series = [
+            PlotSeries("p50", t, view.ttft_p50_history, self._var("plot-ttft-p50")),
+            PlotSeries("p95", t, view.ttft_p95_history, self._var("plot-ttft-p95")),
+        ]
+        ttft_widget.update(plot(ttft_series, title=ttft_title))
+
+    # ------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action in MUTATING_ACTIONS)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self.render_all()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(ReplicaTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self.filter_text = ""
+        self.query_one(ReplicaTable).focus()
+        self.render_all()
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self._poller_thread is not None:
+            self._poller_thread.paused = self.paused
+        self.notify(
+            "Polling paused: the screen keeps the last data" if self.paused else "Polling resumed"
+        )
+        self._tick_header()
+
+    def action_refresh_now(self) -> None:
+        if self._poller_thread is not None:
+            self._poller_thread.refresh_now()
+        self.notify("Refreshing…", timeout=1.5)
+
+    def action_sort(self, key: str) -> None:
+        table = self.query_one(ReplicaTable)
+        if table.sort_column == key:
+            table.sort_reverse = not table.sort_reverse
+        else:
+            table.sort_column, table.sort_reverse = key, False
+        table.label_columns()
+        self.render_all()
+
+    @on(DataTable.HeaderSelected)
+    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        self.action_sort(str(event.column_key.value))
+
+    def action_next_service(self, step: int = 1) -> None:
+        names = [v.service.name for v in self.snapshot.services] if self.snapshot else []
+        if len(names) < 2:
+            self.notify("Only one service" if names else "No services")
+            return
+        index = names.index(self.service_name) if self.service_name in names else 0
+        self.switch_service(names[(index + step) % len(names)])
+
+    def action_previous_service(self) -> None:
+        self.action_next_service(-1)
+
+    def switch_service(self, name: str) -> None:
+        self.service_name = name
+        self._load_events()
+        self.render_all()
+
+    def action_detail(self) -> None:
+        key = self.query_one(ReplicaTable).selected_key
+        view = self.current
+        if key is None or view is None:
+            return
+        service = view.service.name
+        self.push_screen(
+            ReplicaDetailScreen(
+                service,
+                key,
+                find=partial(self._find_replica, service, key),
+                events=partial(self._replica_events, service),
+                palette=self.palette,
+                clock=self.clock,
+            )
+        )
+
+    @on(DataTable.RowSelected, "#replicas")
+    def _row_selected(self) -> None:
+        self.action_detail()
+
+    def _find_replica(self, service: str, key: str) -> ReplicaView | None:
+        if self.snapshot is None:
+            return None
+        for view in self.snapshot.services:
+            if view.service.name == service:
+                return next((r for r in view.replicas if r.replica.key == key), None)
+        return None
+
+    def _replica_events(self, service: str, replica_id: int) -> Sequence[Event]:
+        if self.store is None:
+            return [e for e in self._events if e.replica_id == replica_id]
+        return [
+            e for e in self.store.query(service=service, limit=500) if e.replica_id == replica_id
+        ]
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Every key and what the screen shows", self.action_help)
+        yield SystemCommand("Filter replicas", "Type words to match", self.action_filter)
+        yield SystemCommand(
+            "Pause / resume polling", "Keep the current data on screen", self.action_toggle_pause
+        )
+        yield SystemCommand("Refresh now", "Poll status and metrics now", self.action_refresh_now)
+        yield SystemCommand(
+            "Replica detail", "All metrics and events of the selected replica", self.action_detail
+        )
+        for column in COLUMNS:
+            yield SystemCommand(
+                f"Sort by {column.label}", "Again reverses", partial(self.action_sort, column.key)
+            )
+        for view in self.snapshot.services if self.snapshot else ():
+            name = view.service.name
+            yield SystemCommand(
+                f"Service: {name}", f"Show {name}", partial(self.switch_service, name)
+            )
+
+
+def _sum_series(histories: Iterable[Sequence[float | None]]) -> list[float | None]:
+    """Element-wise sum aligned at the newest point; None where no replica had a value."""
+    histories = [h for h in histories if h]
+    if not histories:
+        return []
+    length = max(len(h) for h in histories)
+    out: list[float | None] = []
+    for i in range(length):
+        values = [h[len(h) - length + i] for h in histories if len(h) - length + i >= 0]
+        known = [v for v in values if v is not None]
+        out.append(sum(known) if known else None)
+    return out

@@ -1,0 +1,74 @@
+"""The poll loop in a thread of its own, handing snapshots to the UI thread.
+
+Parsing 1000 replicas' metrics takes about half a CPU-second; on the UI's event loop that
+would freeze the keyboard for as long. In its own thread and loop the poller only costs
+the UI the time to render the snapshot it delivers. ``import sky`` (≈2 s) also happens
+there, after the first paint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from wfdash.collect.poller import Poller, Snapshot
+
+
+class PollerThread:
+    def __init__(
+        self, make_poller: Callable[[], Poller], deliver: Callable[[Snapshot], None]
+    ) -> None:
+        self._make_poller = make_poller
+        self._deliver = deliver
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name="wfdash-poller", daemon=True)
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._poller: Poller | None = None
+        self._forced = False
+        self.paused = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._run())
+        finally:
+            self._loop.close()
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._poller = self._make_poller()
+        try:
+            await self._poller.run(self._deliver, self._stop, self._skip_cycle, self._wake)
+        finally:
+            await self._poller.scraper.aclose()
+
+    def _skip_cycle(self) -> bool:
+        """Paused, unless a refresh was asked for: that one cycle runs anyway."""
+        if self._forced:
+            self._forced = False
+            return False
+        return self.paused
+
+    def refresh_now(self) -> None:
+        """Poll now, status included, instead of waiting for the next cycle (even paused)."""
+        self._forced = True
+        poller, wake = self._poller, self._wake
+        if poller is not None and wake is not None:
+            self._loop.call_soon_threadsafe(poller.refresh_status_now)
+            self._loop.call_soon_threadsafe(wake.set)
+
+    def expect_removal(self, service: str, replica_id: int) -> None:
+        if self._poller is not None:
+            self._loop.call_soon_threadsafe(self._poller.expect_removal, service, replica_id)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop = self._stop
+        if stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout)
