@@ -1,4 +1,4 @@
-"""The ``wfdash`` command line."""
+"""The ``wfdash`` command line: the dashboard, or plain text / JSON for scripts."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wfdash import __version__
-from wfdash.collect.poller import Poller, PollerConfig, Snapshot
+from wfdash.collect.poller import Poller, Snapshot
 from wfdash.collect.scrape import Scraper
 from wfdash.collect.skypilot_source import SkyPilotStatusSource
 from wfdash.collect.source import StatusSource
 from wfdash.collect.store import EventStore, EventStoreError, default_state_dir
+from wfdash.config import Config, ConfigError, describe_settings, load_config
 from wfdash.report import render_text
 
 if TYPE_CHECKING:
@@ -32,11 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wfdash",
         description="Dashboard and control plane for BitNet LLM serving on SkyPilot SkyServe.",
-        epilog=(
-            "Environment: WFDASH_STATE_DIR (event database folder), WFDASH_METRICS_TOKEN "
-            "(bearer token sent to replica /metrics), SKYPILOT_API_SERVER_ENDPOINT "
-            "(the SkyPilot API server to read)."
-        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=describe_settings()
+        + "\n\nAlso: SKYPILOT_API_SERVER_ENDPOINT (the SkyPilot API server to read; wfdash"
+        "\nnever starts one), WFDASH_CONFIG (the config file's path).",
     )
     parser.add_argument("--version", action="version", version=f"wfdash {__version__}")
     parser.add_argument(
@@ -51,25 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="JSON instead of text: one document with --once, else one line per poll",
     )
+    parser.add_argument("--config", type=Path, metavar="PATH", help="the TOML config file")
+    # Settings flags default to None: "not given", so the config file and env keep their say.
     parser.add_argument("--service", action="append", metavar="NAME", help="only this service")
-    parser.add_argument(
-        "--interval", type=_positive, default=2.0, metavar="S", help="seconds between polls"
-    )
-    parser.add_argument(
-        "--window", type=_positive, default=60.0, metavar="S", help="rate window (default 60)"
-    )
+    parser.add_argument("--interval", type=_positive, metavar="S", help="seconds between polls")
+    parser.add_argument("--window", type=_positive, metavar="S", help="rate window in seconds")
     parser.add_argument("--state-dir", type=Path, metavar="DIR", help="where events are stored")
     ui = parser.add_argument_group("dashboard")
+    ui.add_argument("--theme", help="wfdash-dark, wfdash-light, wfdash-colorblind, wfdash-ansi")
+    ui.add_argument("--ascii", action="store_true", default=None, help="no braille or block glyphs")
     ui.add_argument(
-        "--theme",
-        default="wfdash-dark",
-        help="wfdash-dark, wfdash-light, wfdash-colorblind, wfdash-ansi",
-    )
-    ui.add_argument(
-        "--ascii", action="store_true", help="no braille or block glyphs (old terminals, fonts)"
-    )
-    ui.add_argument(
-        "--read-only", action="store_true", help="refuse every action that changes a service"
+        "--read-only",
+        action="store_true",
+        default=None,
+        help="refuse every action that changes a service",
     )
     demo = parser.add_argument_group("demo")
     demo.add_argument("--seed", type=int, default=0, help="sandbox random seed (default 0)")
@@ -102,29 +97,39 @@ def _emit(snapshot: Snapshot, as_json: bool, *, pretty: bool = True) -> None:
     sys.stdout.flush()
 
 
-async def run_headless(source: StatusSource, args: argparse.Namespace, store: EventStore) -> int:
+def make_poller(source: StatusSource, config: Config, store: EventStore) -> Poller:
+    scraper = Scraper(
+        timeout=config.scrape_timeout,
+        concurrency=config.scrape_concurrency,
+        token=config.metrics_token(),
+    )
+    return Poller(source, scraper, store=store, config=config.poller_config())
+
+
+async def run_headless(
+    source: StatusSource, config: Config, store: EventStore, *, once: bool, as_json: bool
+) -> int:
     """``--once``: two cycles one interval apart (rates need two scrapes), then report.
 
-    Without ``--once``: a plain-text report every interval until interrupted.
+    Without ``--once``: a report every interval until interrupted.
     """
-    poller = _make_poller(source, args, store)
-    scraper = poller.scraper
+    poller = make_poller(source, config, store)
     try:
-        if args.once:
+        if once:
             first = await poller.cycle()
             snapshot = first
             if first.status_ok and any(v.replicas for v in first.services):
-                await asyncio.sleep(args.interval)
+                await asyncio.sleep(config.interval)
                 poller.refresh_status_now()
                 second = await poller.cycle()
                 snapshot = replace(second, events=first.events + second.events)
-            _emit(snapshot, args.json)
+            _emit(snapshot, as_json)
             return 0 if snapshot.status_ok else EXIT_STATUS_UNAVAILABLE
         stop = asyncio.Event()
-        await poller.run(lambda s: _emit(s, args.json, pretty=False), stop)
+        await poller.run(lambda s: _emit(s, as_json, pretty=False), stop)
         return 0
     finally:
-        await scraper.aclose()
+        await poller.scraper.aclose()
 
 
 def wants_tui(args: argparse.Namespace) -> bool:
@@ -134,35 +139,25 @@ def wants_tui(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty() and sys.stdin.isatty() and os.environ.get("TERM", "dumb") != "dumb"
 
 
-def _make_poller(source: StatusSource, args: argparse.Namespace, store: EventStore) -> Poller:
-    config = PollerConfig(metrics_interval=args.interval, rate_window=args.window)
-    return Poller(
-        source,
-        Scraper(token=os.environ.get("WFDASH_METRICS_TOKEN") or None),
-        store=store,
-        config=config,
-    )
-
-
 def run_tui(
-    source: StatusSource, sandbox: SandboxThread | None, args: argparse.Namespace, store: EventStore
+    source: StatusSource, sandbox: SandboxThread | None, config: Config, store: EventStore
 ) -> int:
     from wfdash.ui.app import WfdashApp
 
-    def make_poller() -> Poller:
+    def start_polling() -> Poller:
         # Runs on the poller thread, after the first paint: the sandbox's listeners (and,
         # for SkyPilot, `import sky`) never delay the screen.
         if sandbox is not None:
             sandbox.start()
-        return _make_poller(source, args, store)
+        return make_poller(source, config, store)
 
     app = WfdashApp(
-        make_poller=make_poller,
+        make_poller=start_polling,
         store=store,
-        theme=args.theme,
-        ascii=args.ascii,
-        read_only=args.read_only,
-        interval=args.interval,
+        theme=config.theme,
+        ascii=config.ascii,
+        read_only=config.read_only,
+        interval=config.interval,
         pool_hosts=sandbox.sandbox.config.pool_hosts if sandbox is not None else None,
     )
     app.run()
@@ -185,8 +180,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # so the sandbox's listeners and the event store are closed on the way out.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        store = open_store(args.state_dir, demo=args.command == "demo")
-    except EventStoreError as exc:
+        config = load_config(
+            path=args.config,
+            overrides={
+                "interval": args.interval,
+                "window": args.window,
+                "theme": args.theme,
+                "ascii": args.ascii,
+                "read_only": args.read_only,
+                "services": args.service,
+                "state_dir": args.state_dir,
+            },
+        )
+        store = open_store(config.state_dir, demo=args.command == "demo")
+    except (ConfigError, EventStoreError) as exc:
         print(f"wfdash: {exc}", file=sys.stderr)
         return EXIT_USAGE
     sandbox: SandboxThread | None = None
@@ -198,12 +205,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             sandbox = SandboxThread(SandboxConfig(seed=args.seed, speed=args.speed))
             source = sandbox
         else:
-            source = SkyPilotStatusSource(args.service)
+            source = SkyPilotStatusSource(config.services or None)
         if wants_tui(args):
-            return run_tui(source, sandbox, args, store)
+            from wfdash.ui.themes import ThemeError
+
+            try:
+                return run_tui(source, sandbox, config, store)
+            except ThemeError as exc:
+                print(f"wfdash: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         if sandbox is not None:
             sandbox.start()
-        return asyncio.run(run_headless(source, args, store))
+        return asyncio.run(run_headless(source, config, store, once=args.once, as_json=args.json))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

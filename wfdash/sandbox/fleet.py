@@ -96,7 +96,16 @@ class Sandbox:
     async def start(self) -> None:
         config = self.config
         await self.emulator.start()
-        spec = ServiceSpec(policy=config.policy, backend=config.backend)
+        policy = config.policy
+        if policy.target_qps_per_replica is not None:
+            # Request rates are real ones (the autoscaler compares the real arrival rate
+            # with this target) and a replica serves `speed` times more real requests per
+            # second, so the target scales like the traffic: the fleet behaves the same at
+            # any speed, and the target matches the QPS the dashboard measures.
+            policy = replace(
+                policy, target_qps_per_replica=policy.target_qps_per_replica * config.speed
+            )
+        spec = ServiceSpec(policy=policy, backend=config.backend)
         self.emulator.up(config.service, spec, warm=config.warm)
         for name, profile in config.clusters:
             self.emulator.launch_cluster(name, profile, warm=config.warm)
@@ -136,10 +145,13 @@ class Sandbox:
 
     async def _sample_arrivals(self) -> None:
         loop = asyncio.get_running_loop()
+        # The autoscaler's window is `qps_window` of simulated time: a few real seconds or
+        # less at high speed. Sample often enough that it always holds several samples.
+        period = 1.0
         while True:
             if self.loadgen is not None:
                 self._arrivals.append((loop.time(), self.loadgen.sent + self.loadgen.no_targets))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(period)
 
     def _request_rate(self, _service: str, window: float) -> float:
         """Requests per real second reaching the load balancer over the last ``window`` s."""

@@ -648,6 +648,8 @@ class SkyServeEmulator:
                 self._begin_setup(replica, now)
         elif status == "STARTING":
             if replica.emulated is None and now >= replica.phase_until:
+                # The build is done: from now on it is in the cache for other replicas.
+                self.built_caches.add(self._cache_key(replica))
                 replica.emulated = await self.host.start_replica(self._replica_spec(replica))
                 replica.next_probe = now
             if now - replica.setup_started > t.initial_delay:
@@ -717,16 +719,25 @@ class SkyServeEmulator:
         replica.status_detail = None
         replica.launched_at = int(self.clock.now())
         replica.setup_started = now
+        key = self._cache_key(replica)
+        # A build enters the cache when it finishes (see `_advance_replica`): a replica
+        # whose setup starts while another one still builds the same key builds too.
+        # `cache_hit` (a warm start) means the build exists already.
+        replica.cache_hit = cache_hit or key in self.built_caches
+        if replica.cache_hit:
+            self.built_caches.add(key)
+        t = self.timings
+        replica.phase_until = now + (t.setup_cache_hit if replica.cache_hit else t.setup_cache_miss)
+
+    @staticmethod
+    def _cache_key(replica: _Replica) -> tuple[str, str, str]:
+        """(instance type, backend, CACHE_VERSION): what a build is cached under."""
         instance = (
             BASE_HOST_INSTANCE
             if replica.host
             else (replica.offer.instance_type if replica.offer else "?")
         )
-        key = (instance, replica.spec.backend.value, replica.spec.cache_version)
-        replica.cache_hit = cache_hit or key in self.built_caches
-        self.built_caches.add(key)
-        t = self.timings
-        replica.phase_until = now + (t.setup_cache_hit if replica.cache_hit else t.setup_cache_miss)
+        return (instance, replica.spec.backend.value, replica.spec.cache_version)
 
     def _probe(self, service: _Service, replica: _Replica, now: float) -> None:
         """Start a real readiness probe of ``/health`` when one is due (never blocks the tick)."""
@@ -854,10 +865,13 @@ class SkyServeEmulator:
 
     # ------------------------------------------------------------------ clusters
 
+    @staticmethod
+    def _cluster_cache_key(cluster: _Cluster) -> tuple[str, str, str]:
+        return (cluster.offer.instance_type, cluster.backend.value, cluster.cache_version)
+
     def _begin_cluster_setup(self, cluster: _Cluster, now: float) -> None:
-        key = (cluster.offer.instance_type, cluster.backend.value, cluster.cache_version)
-        cluster.cache_hit = key in self.built_caches
-        self.built_caches.add(key)
+        # As for replicas, the build enters the cache when setup ends (`_advance_cluster`).
+        cluster.cache_hit = self._cluster_cache_key(cluster) in self.built_caches
         t = self.timings
         cluster.phase = "setup"
         cluster.status = "UP"
@@ -879,6 +893,7 @@ class SkyServeEmulator:
         if cluster.phase == "provisioning":
             self._begin_cluster_setup(cluster, now)
         elif cluster.phase == "setup":
+            self.built_caches.add(self._cluster_cache_key(cluster))
             spec = ReplicaSpec(
                 backend=cluster.backend,
                 instance_type=cluster.offer.instance_type,

@@ -29,7 +29,7 @@ from wfdash.ui.plot import PlotSeries, render_plot
 from wfdash.ui.poller_thread import PollerThread
 from wfdash.ui.replica_table import COLUMNS, ReplicaTable, Styles, arrange
 from wfdash.ui.screens import HelpScreen, ReplicaDetailScreen
-from wfdash.ui.themes import load_themes, variable_defaults
+from wfdash.ui.themes import load_themes, rich_color, variable_defaults
 
 # Digits sort by these columns (same digit again reverses).
 SORT_DIGITS = {
@@ -171,7 +171,9 @@ class WfdashApp(App[int]):
     # ------------------------------------------------------------------ rendering
 
     def _var(self, name: str, fallback: str = "") -> str:
-        return self.get_css_variables().get(name, fallback)
+        """A theme colour as rich understands it (ANSI themes use names like ansi_green)."""
+        value = self.get_css_variables().get(name)
+        return rich_color(value) if value else fallback
 
     def palette(self) -> panels.Palette:
         return panels.Palette(
@@ -188,6 +190,7 @@ class WfdashApp(App[int]):
         return Styles(
             ready=self._var("status-ready"),
             launching=self._var("status-launching"),
+            not_ready=self._var("status-not-ready"),
             failed=self._var("status-failed"),
             preempted=self._var("status-preempted"),
             stale=self._var("stale"),

@@ -82,7 +82,6 @@ def header(
         text.append(f" · {s.name}", style="bold")
         if count > 1:
             text.append(f" ({index + 1}/{count})", style=palette.dim)
-        text.append(f" · {s.endpoint or 'no endpoint'}", style=palette.dim)
         versions = ",".join(f"v{v}" for v in s.active_versions) or (
             f"v{s.version}" if s.version else "v?"
         )
@@ -95,10 +94,13 @@ def header(
         if cost is not None:
             text.append(f" · {fmt_money(cost.total_per_hour)}")
     style = palette.ok if state == "LIVE" else palette.warn
-    text.append("  ")
+    text.append(" ")
     text.append(f"[{state}]", style=f"bold {style}")
     if read_only:
         text.append(" [READ-ONLY]", style=f"bold {palette.warn}")
+    if view is not None:
+        # Last: the first thing to be cut on a narrow terminal.
+        text.append(f" · {view.service.endpoint or 'no endpoint'}", style=palette.dim)
     return text
 
 
@@ -130,7 +132,8 @@ def spillover(
     for line in burst:
         kind = "spot" if line.spot else "on-demand"
         text.append(_bar(line.replicas, line.replicas, ascii=ascii), style=palette.burst)
-        text.append(f" {line.provider}:{line.region or '?'} {kind}×{line.replicas} ")
+        times = "x" if ascii else "×"
+        text.append(f" {line.provider}:{line.region or '?'} {kind}{times}{line.replicas} ")
     text.append(f"  {fmt_money(cost.burst_per_hour)}", style=palette.dim)
     if cost.savings_share is not None:
         text.append(

@@ -35,8 +35,9 @@ MIN_SPAN_S = 10.0  # the x axis covers at least this much, so one sample is not 
 # plotext's braille marker: 2×4 dots per cell, the finest line it draws.
 UNICODE_MARKER = "braille"
 UNICODE_KEY = "━"
-# One ASCII marker per series, in order, so series stay apart without colour.
-ASCII_MARKERS = "*+o#x%@&"
+# One ASCII marker per series, in order, so series stay apart without colour; none of
+# them is a frame glyph ('+', '-', '|').
+ASCII_MARKERS = "*o#x%@&="
 _X_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
 _X_LABEL_CELLS = 8  # room one x tick label needs, with a gap
 _LOCK = threading.Lock()
@@ -111,7 +112,8 @@ def render_plot(
     """
     style = Style(color=_rich_color(foreground), bgcolor=_rich_color(background))
     if width < MIN_WIDTH or height < MIN_HEIGHT:
-        return Text("plot too small"[: max(width, 0)], style=style, end="")
+        notice = "plot too small" if width >= len("plot too small") else "too small"
+        return Text(notice[: max(width, 0)], style=style, end="")
     traces = [
         _trace(s, step=index >= len(series), key=ASCII_MARKERS[index % len(ASCII_MARKERS)])
         for index, s in enumerate((*series, *step_series))
@@ -185,7 +187,7 @@ def _build(
         axes["right"] = _nice_ticks(steps, y_min, y_count)
     for side, (positions, labels) in axes.items():
         fig.ruler("y", side).ticks(positions, labels).lim(positions[0], positions[-1])
-    span = max(-min(xs[0] for t in traces for xs, _ in t.segments), MIN_SPAN_S)
+    span = max(-min(min(xs) for t in traces for xs, _ in t.segments), MIN_SPAN_S)
     x_positions, x_labels = _x_ticks(span, max(2, (width - 8) // _X_LABEL_CELLS))
     fig.ruler("x").ticks(x_positions, x_labels).lim(-span, 0)
 

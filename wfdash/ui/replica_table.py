@@ -71,6 +71,7 @@ class Styles:
 
     ready: str
     launching: str
+    not_ready: str
     failed: str
     preempted: str
     stale: str
@@ -84,7 +85,9 @@ def status_style(status: ReplicaStatus, styles: Styles) -> str:
         return styles.ready
     if status is ReplicaStatus.PREEMPTED:
         return styles.preempted
-    if status.is_failed or status in (ReplicaStatus.NOT_READY, ReplicaStatus.UNKNOWN):
+    if status is ReplicaStatus.NOT_READY:
+        return styles.not_ready
+    if status.is_failed or status is ReplicaStatus.UNKNOWN:
         return styles.failed
     return styles.launching
 

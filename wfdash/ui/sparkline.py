@@ -32,12 +32,10 @@ def sparkline(
     glyphs = ASCII_GLYPHS if ascii else UNICODE_GLYPHS
     shown = values[-width:]
     top = max((v for v in shown if v is not None and isfinite(v)), default=None)
-    pad = " " * (width - len(shown))
     if top is None:
         return " " * width
     top_level = len(glyphs) - 1
-    span = top - floor
-    scale = top_level / span if span > 0 else 0.0
+    span = top - floor  # > 0 whenever a value is above the floor
     low = glyphs[0]
     cells = []
     for v in shown:
@@ -46,6 +44,6 @@ def sparkline(
         elif v <= floor:
             cells.append(low)
         else:
-            level = int((v - floor) * scale + 0.5)
+            level = int((v - floor) / span * top_level + 0.5)
             cells.append(glyphs[1 if level < 1 else level])
-    return pad + "".join(cells)
+    return " " * (width - len(shown)) + "".join(cells)

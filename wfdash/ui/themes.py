@@ -181,9 +181,11 @@ def rich_color(value: str) -> str:
     """A theme colour in Rich's style syntax, for Rich ``Text`` styles.
 
     Rich does not know Textual's ``ansi_*`` names: ``"ansi_green"`` becomes
-    ``"color(2)"`` (still the terminal's own green), ``"ansi_default"`` becomes
+    ``"color(2)"`` (still the terminal's own green), ``"ansi_default"`` and
+    ``"transparent"`` (what an ANSI theme's surface and panel become) become
     ``"default"``; hex colours stay hex (any alpha is dropped).
     """
     from textual.color import Color
 
-    return Color.parse(value).rich_color.name
+    colour = Color.parse(value)
+    return "default" if colour.a == 0 and colour.ansi is None else colour.rich_color.name
