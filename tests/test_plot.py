@@ -206,3 +206,19 @@ def test_header_keys_series_in_their_colours() -> None:
 def test_long_header_is_cropped_to_width() -> None:
     text = render_plot([_series(_wave(), "x" * 80)], 40, 8, title="T", now=NOW)
     assert [len(row) for row in _rows(text)] == [40] * 8
+
+
+def test_ansi_theme_colours_stay_the_terminals_own() -> None:
+    # What an ANSI theme hands over (Textual's ansi_green as Rich writes it): a palette
+    # number, not an RGB guess; "default" leaves the terminal's own colours alone.
+    text = render_plot(
+        [_series(_wave(), "qps", "color(2)")],
+        40,
+        8,
+        now=NOW,
+        background="default",
+        foreground="default",
+    )
+    colours = {span.style.color for span in text.spans if not isinstance(span.style, str)}
+    assert colours - {None} == {Color.parse("color(2)")}
+    assert all(span.style.bgcolor is None for span in text.spans if not isinstance(span.style, str))

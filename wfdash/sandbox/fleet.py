@@ -147,7 +147,7 @@ class Sandbox:
         loop = asyncio.get_running_loop()
         # The autoscaler's window is `qps_window` of simulated time: a few real seconds or
         # less at high speed. Sample often enough that it always holds several samples.
-        period = 1.0
+        period = min(1.0, self.clock.real(self.config.timings.qps_window) / 10)
         while True:
             if self.loadgen is not None:
                 self._arrivals.append((loop.time(), self.loadgen.sent + self.loadgen.no_targets))

@@ -6,6 +6,7 @@ keeps the latest and re-renders. Widgets never collect anything themselves.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -122,7 +123,8 @@ class WfdashApp(App[int]):
         if self._poller_thread is not None:
             # After the first paint: the poller thread imports sky and makes the first call.
             self.call_after_refresh(self._poller_thread.start)
-        signal.signal(signal.SIGHUP, lambda *_: self.call_from_thread(self.exit, 0))
+        # The SSH session dropped: exit instead of polling on for nobody.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit, 0)
         self.set_interval(1.0, self._tick_header)
 
     async def on_unmount(self) -> None:

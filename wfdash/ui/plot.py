@@ -21,10 +21,11 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import plotext as plt
-from rich.color import Color
+from rich.color import Color, ColorParseError
 from rich.style import Style
 from rich.text import Text
 
@@ -62,8 +63,8 @@ _ASCII_BOX = _ascii_box_table()
 
 @dataclass(frozen=True, slots=True)
 class PlotSeries:
-    """One line: values at Unix times; ``None`` is a gap. ``color``: "#rrggbb" or a
-    plotext colour name ('red', 'blue+', …)."""
+    """One line: values at Unix times; ``None`` is a gap. ``color``: Rich's syntax
+    ("#rrggbb", "color(2)", "red") or a plotext colour name ("blue+")."""
 
     label: str
     times: Sequence[float]
@@ -107,8 +108,8 @@ def render_plot(
     ``now`` is the right edge (default: the newest sample). ``y_min`` is where the y axis
     starts unless data goes lower (None: from the data). Step series (e.g. the
     autoscaler's target replicas) use a right-hand axis when there are lines too.
-    ``background``/``foreground`` colour the frame, ticks and header ("#rrggbb" or a
-    plotext name); without them only the data is coloured.
+    ``background``/``foreground`` colour the frame, ticks and header (same syntax as
+    :attr:`PlotSeries.color`); without them (or "default") only the data is coloured.
     """
     style = Style(color=_rich_color(foreground), bgcolor=_rich_color(background))
     if width < MIN_WIDTH or height < MIN_HEIGHT:
@@ -201,7 +202,8 @@ def _build(
         y_step = (positions[-1] - positions[0]) / (canvas_rows * dots_y)
         xs, ys, breaks = _join([_thin(sx, sy, -span, x_step, y_step) for sx, sy in trace.segments])
         marker = plt.marker(
-            trace.key if ascii else UNICODE_MARKER, pixel=plt.pixel(_rgb(trace.series.color))
+            trace.key if ascii else UNICODE_MARKER,
+            pixel=plt.pixel(_plotext_color(trace.series.color)),
         )
         side = "right" if trace.step and lines else "left"
         signal = fig.signal(xs, ys, marker=marker, yside=side)
@@ -252,14 +254,16 @@ def _join(segments: list[Segment]) -> tuple[list[float], list[float], list[int]]
 
 def _apply_theme(fig: Any, background: str | None, foreground: str | None) -> None:
     """Colour the frame, ticks and canvas; with no colours given, leave them uncoloured."""
-    if background is None and foreground is None:
+    if _rich_color(background) is None and _rich_color(foreground) is None:
         fig.theme("colorless")
         return
     name = f"wfdash:{background}:{foreground}"
     plt.add_theme(
         name,
-        canvas=_rgb(background),
-        text=plt.pixel(foreground=_rgb(foreground), background=_rgb(background)),
+        canvas=_plotext_color(background),
+        text=plt.pixel(
+            foreground=_plotext_color(foreground), background=_plotext_color(background)
+        ),
     )
     fig.theme(name)
 
@@ -337,19 +341,25 @@ def _message(text: str, width: int, height: int, header: Text | None, style: Sty
     return Text("\n", end="").join(rows)
 
 
-def _rgb(color: str | None) -> tuple[int, int, int] | None:
-    """'#rrggbb' → (r, g, b); a plotext colour name → its RGB; unknown or None → None."""
-    if color is None:
+def _plotext_color(color: str | None) -> tuple[int, int, int] | int | None:
+    """A colour as plotext takes it: RGB, or a palette number (an ANSI theme's colours are
+    the terminal's own, and must stay so); None for no or an unknown colour."""
+    parsed = _rich_color(color)
+    if parsed is None:
         return None
-    if color.startswith("#") and len(color) == 7:
-        try:
-            return (int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16))
-        except ValueError:
-            return None
-    rgb = plt.pixel(foreground=color).foreground()
-    return None if rgb is None else (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+    rgb = parsed.triplet
+    return parsed.number if rgb is None else (rgb.red, rgb.green, rgb.blue)
 
 
+@lru_cache(maxsize=64)
 def _rich_color(color: str | None) -> Color | None:
-    rgb = _rgb(color)
-    return None if rgb is None else Color.from_rgb(*rgb)
+    """Rich's colour syntax ('#rrggbb', 'color(2)', 'red', 'default'), or else a plotext
+    colour name ('blue+', 'orange'); None for no, the default or an unknown colour."""
+    if not color:
+        return None
+    try:
+        parsed = Color.parse(color)
+    except ColorParseError:
+        rgb = plt.pixel(foreground=color).foreground()
+        return None if rgb is None else Color.from_rgb(*rgb)
+    return None if parsed.is_default else parsed
