@@ -236,3 +236,26 @@ async def test_run_rearms_after_each_cycle_and_stops(
     await asyncio.wait_for(poller.run(on_snapshot, stop), timeout=10)
     assert len(seen) == 3
     await poller.scraper.aclose()
+
+
+async def test_hung_control_plane_times_out_and_metrics_go_on(
+    fleet: tuple[list[Replica], list[str]],
+) -> None:
+    replicas, urls = fleet
+    source, clock = Source(), Clock()
+    source.services = [_service(urls)]
+    config = PollerConfig(status_interval=30, status_timeout=0.2)
+    poller = Poller(source, Scraper(timeout=1, clock=clock), config=config, clock=clock)
+    await poller.cycle()
+
+    async def hang() -> list[Mapping[str, Any]]:
+        await asyncio.sleep(3600)
+        return []
+
+    source.fetch_services = hang  # type: ignore[method-assign]
+    replicas[0].serve(10, 0.3)
+    clock.t += 60
+    snap = await asyncio.wait_for(poller.cycle(), timeout=5)
+    assert not snap.status_ok and "no status answer" in (snap.status_error or "")
+    assert snap.services[0].replicas[0].metrics is not None  # scraping went on
+    await poller.scraper.aclose()

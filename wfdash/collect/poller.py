@@ -39,6 +39,9 @@ class PollerConfig:
     history_points: int = 300  # points kept for sparklines and plots
     max_backoff: float = 60.0
     metrics_path: str = "/metrics"
+    # A control plane that hangs must not stop the metrics: give up on a status read after
+    # this long, keep the last good status (marked stale) and back off.
+    status_timeout: float = 20.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,8 +303,13 @@ class Poller:
 
     async def _read_status(self, now: float) -> list[Event]:
         try:
-            records = await self.source.fetch_services()
-            cluster_records = await self.source.fetch_clusters()
+            async with asyncio.timeout(self.config.status_timeout):
+                records = await self.source.fetch_services()
+                cluster_records = await self.source.fetch_clusters()
+        except TimeoutError:
+            return self._status_failed(
+                now, f"no status answer in {self.config.status_timeout:g}s (control plane hung?)"
+            )
         except SourceError as exc:
             return self._status_failed(now, str(exc))
         except Exception as exc:  # a control plane bug must not kill the dashboard
