@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -65,11 +66,21 @@ def sandbox_config(**overrides: Any) -> SandboxConfig:
 async def running_sandbox(config: SandboxConfig) -> AsyncIterator[Sandbox]:
     """A started Sandbox, closed (every listener and client) however the test ends."""
     sandbox = Sandbox(config)
+    ports: list[int] = []
     try:
         await sandbox.start()
         yield sandbox
     finally:
+        ports = [replica.port for replica in sandbox.host.replicas]
         await sandbox.close()
+    for port in ports:  # only when the test body passed: do not mask its failure
+        assert not _listening(port), f"port {port} still open after Sandbox.close()"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @asynccontextmanager
@@ -81,6 +92,7 @@ async def polling(
     metrics_interval: float = 0.05,
     status_interval: float = 0.0,
     rate_window: float = 60.0,
+    status_timeout: float = 20.0,
 ) -> AsyncIterator[Poller]:
     """A real Poller reading ``sandbox``; its scraper's connections are closed at the end.
 
@@ -91,6 +103,7 @@ async def polling(
         status_interval=status_interval,
         rate_window=rate_window,
         max_backoff=1.0,
+        status_timeout=status_timeout,
     )
     poller = Poller(sandbox, Scraper(timeout=scraper_timeout), store=store, config=config)
     try:
@@ -126,8 +139,9 @@ class Watch:
     snapshots: list[tuple[float, Snapshot]] = field(default_factory=list)
 
     @property
-    def last(self) -> Snapshot | None:
-        return self.snapshots[-1][1] if self.snapshots else None
+    def last(self) -> Snapshot:
+        assert self.snapshots, "no poll cycle ran yet"
+        return self.snapshots[-1][1]
 
     async def cycle(self) -> Snapshot:
         snapshot = await self.poller.cycle()
@@ -205,8 +219,8 @@ def describe(snapshot: Snapshot) -> str:
             f"{service.name} v{service.version} target={service.target_num_replicas} "
             f"[{'; '.join(replicas)}]"
         )
-    for view in snapshot.clusters:
-        cluster = view.cluster
+    for cluster_view in snapshot.clusters:
+        cluster = cluster_view.cluster
         parts.append(f"cluster {cluster.name} {cluster.status} endpoint={cluster.endpoint}")
     return " | ".join(parts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ _DISABLE_AUTOSTART = "SKYPILOT_DISABLE_LOCAL_API_SERVER"
 _ENDPOINT_ENV = "SKYPILOT_API_SERVER_ENDPOINT"
 SERVING_PORT = 8080  # the port the inference YAMLs open
 T = TypeVar("T")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # SkyPilot colours some error messages
 
 
 class SkyPilotStatusSource:
@@ -46,8 +48,10 @@ class SkyPilotStatusSource:
         try:
             records: list[dict[str, Any]] = sky.get(sky.serve.status(self._service_names))
             return records or []
-        except exceptions.ClusterNotUpError:
-            return []  # 'No live services.': no serve controller yet
+        except exceptions.ClusterNotUpError as exc:
+            if "No live services" in str(exc):
+                return []  # no serve controller yet: no services, not an error
+            raise  # e.g. "Failed to connect to serve controller": an error, say it
 
 
 def _clusters() -> Sequence[Mapping[str, Any]]:
@@ -71,13 +75,21 @@ def _clusters() -> Sequence[Mapping[str, Any]]:
 def _call_sky(call: Callable[[], T]) -> T:
     """Run one SDK read, turning every failure into one readable SourceError line."""
     os.environ.setdefault(_DISABLE_AUTOSTART, "1")
+    # Every SDK call would otherwise send usage telemetry to a third party: a dashboard
+    # polling every few seconds must not (set it to 0 yourself to opt back in).
+    os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")
     try:
+        import requests
         from sky import exceptions
     except ImportError as exc:  # pragma: no cover - skypilot is a dependency
         raise SourceError(f"the skypilot package is not importable: {exc}") from exc
     try:
         return call()
-    except exceptions.ApiServerConnectionError as exc:
+    except (
+        exceptions.ApiServerConnectionError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+    ) as exc:
         raise SourceError(f"SkyPilot API server unreachable: {_first_line(exc)}") from exc
     except RuntimeError as exc:
         text = str(exc)
@@ -88,8 +100,8 @@ def _call_sky(call: Callable[[], T]) -> T:
             ) from exc
         if "network error" in text:
             raise SourceError(
-                "SkyPilot could not refresh service status (network error reaching the "
-                "serve controller; it may still be starting)"
+                "SkyPilot could not refresh service status: the API server's own network "
+                "check failed (no internet from the API server host?)"
             ) from exc
         raise SourceError(_first_line(exc)) from exc
     except Exception as exc:
@@ -105,5 +117,5 @@ def redact_url(url: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = _ANSI.sub("", str(exc)).strip()
     return redact_text(text.splitlines()[0] if text else type(exc).__name__)[:300]
