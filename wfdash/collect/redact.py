@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 MASK = "***"
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _SECRET_NAME = re.compile(
     r"(TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH|COOKIE|"
@@ -82,7 +83,8 @@ def redact_yaml(text: str) -> tuple[dict[str, Any] | None, str | None]:
     because it is exactly what might hold the secret.
     """
     try:
-        tree = yaml.safe_load(text)
+        # The C loader when PyYAML has it: ~10x faster, and this runs per service per poll.
+        tree = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError:
         return None, None
     if not isinstance(tree, dict):

@@ -240,7 +240,9 @@ class SkyServeEmulator:
         self.pool = [f"10.100.1.{i + 1}" for i in range(pool_hosts)]
         self.preemptions_per_hour = preemptions_per_hour
         self._request_rate = request_rate or (lambda _name, _window: 0.0)
-        self._tick = tick
+        # At most one simulated second per tick, so phases and decisions keep their length
+        # at high speeds (bounded below to keep the loop cheap).
+        self._tick = min(tick, max(0.02, 1.0 / clock.speed))
         self._rng = random.Random(seed)
         self._seed = seed
         self.services: dict[str, _Service] = {}
@@ -884,11 +886,12 @@ class SkyServeEmulator:
         cluster.last_event = f"Running setup: {what}, CACHE_VERSION={cluster.cache_version}"
 
     async def _advance_cluster(self, cluster: _Cluster, now: float) -> None:
+        if cluster.phase == "setup" and cluster.emulated is not None:
+            # Relaunch: setup re-runs, so the old server is stopped first (even when a
+            # fast cache hit ends setup before this tick).
+            emulated, cluster.emulated = cluster.emulated, None
+            await self.host.stop_replica(emulated)
         if now < cluster.phase_until:
-            if cluster.phase == "setup" and cluster.emulated is not None:
-                # Relaunch: setup re-runs, so the old server is stopped first.
-                emulated, cluster.emulated = cluster.emulated, None
-                await self.host.stop_replica(emulated)
             return
         if cluster.phase == "provisioning":
             self._begin_cluster_setup(cluster, now)

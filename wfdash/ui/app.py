@@ -40,6 +40,32 @@ SORT_DIGITS = {
 # Actions that change the service; --read-only refuses every one of them here, in one place.
 MUTATING_ACTIONS: frozenset[str] = frozenset()
 COMPACT_HEIGHT = 34
+MAIN_SCREEN_ACTIONS = frozenset(
+    {
+        "filter",
+        "clear_filter",
+        "toggle_pause",
+        "refresh_now",
+        "detail",
+        "next_service",
+        "previous_service",
+        "sort",
+        "help",
+    }
+)
+
+
+class PlotView(Static):
+    """A plot, redrawn at its own size whenever the layout changes that size.
+
+    The app's Resize arrives before the new layout: plotting then would draw at the old
+    size (and stay so while paused).
+    """
+
+    def on_resize(self, event: Resize) -> None:
+        app = self.app
+        if isinstance(app, WfdashApp):
+            app.render_plots()
 
 
 class WfdashApp(App[int]):
@@ -103,8 +129,8 @@ class WfdashApp(App[int]):
         yield ReplicaTable(id="replicas")
         yield Static(id="summary")
         with Horizontal(id="plots"):
-            yield Static(id="qps-plot", classes="plot")
-            yield Static(id="ttft-plot", classes="plot")
+            yield PlotView(id="qps-plot", classes="plot")
+            yield PlotView(id="ttft-plot", classes="plot")
         with Horizontal(id="bottom"):
             with Vertical(id="clusters-box"):
                 yield Static("Standalone clusters", classes="title")
@@ -223,12 +249,11 @@ class WfdashApp(App[int]):
             summary.update(panels.service_summary(view))
             rows = arrange(view.replicas, table.sort_column, table.sort_reverse, self.filter_text)
             table.show(rows, now, self.cell_styles(), ascii=self.ascii)
-            table.border_subtitle = f"filter: {self.filter_text}" if self.filter_text else ""
         clusters = self.snapshot.clusters if self.snapshot else ()
         self.query_one("#clusters", Static).update(
             Text("\n").join(panels.cluster_line(c, now, palette) for c in clusters)
             if clusters
-            else Text("none", style=palette.dim)
+            else Text.assemble(("none", palette.dim))
         )
         self.query_one("#events", Static).update(
             panels.event_lines(self._events, palette, limit=50)
@@ -259,16 +284,16 @@ class WfdashApp(App[int]):
     def _empty_state(self) -> Text:
         palette = self.palette()
         if self.snapshot is None:
-            return Text("Connecting… the first poll is on its way.", style=palette.dim)
+            return Text.assemble(("Connecting… the first poll is on its way.", palette.dim))
         if not self.snapshot.status_ok:
-            text = Text("Cannot read service status: ", style=f"bold {palette.bad}")
+            text = Text.assemble(("Cannot read service status: ", f"bold {palette.bad}"))
             text.append(self.snapshot.status_error or "unknown error")
             text.append(
                 "\nwfdash retries with backoff. Try `wfdash demo` for the local sandbox.",
                 style=palette.dim,
             )
             return text
-        text = Text("No SkyServe services on this API server.", style="bold")
+        text = Text.assemble(("No SkyServe services on this API server.", "bold"))
         text.append(
             "\nStart one with `sky serve up skypilot/service.yaml -n NAME`, or run `wfdash demo` "
             "to explore wfdash on a local sandbox fleet.",
@@ -321,6 +346,8 @@ class WfdashApp(App[int]):
     # ------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1:
+            return False  # the help and detail screens do not act on the hidden table
         return not (self.read_only and action in MUTATING_ACTIONS)
 
     def action_help(self) -> None:

@@ -73,7 +73,7 @@ def header(
     service_index: tuple[int, int] = (0, 0),
 ) -> Text:
     state, _ = refresh_state(snapshot, now, paused, interval)
-    text = Text("wfdash", style=f"bold {palette.accent}")
+    text = Text.assemble(("wfdash", f"bold {palette.accent}"))
     if view is None:
         text.append(f" · {snapshot.source if snapshot else 'starting'}", style=palette.dim)
     else:
@@ -116,13 +116,13 @@ def spillover(
     base_used = cost.base_hosts_used
     total = pool_hosts if pool_hosts is not None else cost.base_hosts_total
     pools = sorted({r.pool for r in view.service.replicas if r.pool})
-    text = Text("Base  ", style=f"bold {palette.base}")
+    text = Text.assemble(("Base  ", f"bold {palette.base}"))
     text.append(f"{', '.join(pools) or 'SSH pool'} ")
     if total:
         text.append(_bar(base_used, total, ascii=ascii), style=palette.base)
         text.append(f" {base_used}/{total} hosts")
     else:
-        text.append(f"{base_used} hosts")
+        text.append(f"{base_used} host{'' if base_used == 1 else 's'}")
     text.append(f"   fixed {fmt_money(cost.base_per_hour)}", style=palette.dim)
     text.append("\n")
     text.append("Burst ", style=f"bold {palette.burst}")
@@ -162,7 +162,7 @@ def service_summary(view: ServiceView) -> Text:
 def cluster_line(view: ClusterView, now: float, palette: Palette) -> Text:
     c, m = view.cluster, view.metrics
     style = palette.ok if c.status == "UP" and view.scrape_error is None else palette.warn
-    text = Text(f"{c.name} ", style="bold")
+    text = Text.assemble((f"{c.name} ", "bold"))
     text.append(c.status, style=style)
     text.append(f" {c.cloud or DASH} {c.instance_type or DASH}")
     text.append(f" {fmt_num(m.gen_tps if m else None, 1)} tok/s")
@@ -196,6 +196,6 @@ def event_lines(events: Sequence[Event], palette: Palette, limit: int) -> Text:
             if event.kind in _EVENT_STYLE
             else ""
         )
-        text.append(f"{event.kind.value.upper():<16}", style=f"bold {style}".strip())
-        text.append(f"{event.message}")
+        # The message starts with what happened (PREEMPTED #8 …): colour it by kind.
+        text.append(event.message, style=style)
     return text

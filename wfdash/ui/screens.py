@@ -117,7 +117,7 @@ def detail_text(
     service: str, view: ReplicaView, events: Sequence[Event], palette: Palette, now: float
 ) -> Text:
     r = view.replica
-    text = Text(f"{service} · replica {r.replica_id} · {r.cluster_name}\n", style="bold")
+    text = Text.assemble((f"{service} · replica {r.replica_id} · {r.cluster_name}\n", "bold"))
     rows = [
         ("status", r.status.value + (f" ({r.status_detail})" if r.status_detail else "")),
         (
