@@ -447,3 +447,19 @@ def test_fixtures_are_deterministic() -> None:
     """Two independent runs of the pipeline give equal snapshots (no wall clock leaks)."""
     assert fixtures.troubled.__wrapped__() == fixtures.troubled()
     assert fixtures.bitnet.__wrapped__() == fixtures.bitnet()
+
+
+async def test_snapshots_and_header_ticks_arrive_while_help_and_detail_are_open() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await show(pilot, fixtures.healthy())
+        await pilot.press("question_mark")
+        await pilot.pause()
+        app.apply_snapshot(fixtures.healthy())  # the dashboard below re-renders
+        app._tick_header()
+        await pilot.press("escape", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ReplicaDetailScreen)
+        app.apply_snapshot(fixtures.healthy())
+        await pilot.pause()
+        assert isinstance(app.screen, ReplicaDetailScreen)

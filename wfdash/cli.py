@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from wfdash.sandbox.fleet import SandboxThread
 
 EXIT_STATUS_UNAVAILABLE = 1
+_DEMO_POOL_HOSTS = 3  # Hetzner hosts in the demo's SSH node pool
 EXIT_USAGE = 2
 
 
@@ -140,28 +141,35 @@ def wants_tui(args: argparse.Namespace) -> bool:
 
 
 def run_tui(
-    source: StatusSource, sandbox: SandboxThread | None, config: Config, store: EventStore
+    make_source: Callable[[], StatusSource],
+    config: Config,
+    store: EventStore,
+    *,
+    pool_hosts: int | None = None,
 ) -> int:
+    """The dashboard. ``make_source`` runs on the poller thread, after the first paint:
+    the sandbox (aiohttp, its listeners) and, for SkyPilot, `import sky` never delay it."""
     from wfdash.ui.app import WfdashApp
 
-    def start_polling() -> Poller:
-        # Runs on the poller thread, after the first paint: the sandbox's listeners (and,
-        # for SkyPilot, `import sky`) never delay the screen.
-        if sandbox is not None:
-            sandbox.start()
-        return make_poller(source, config, store)
-
     app = WfdashApp(
-        make_poller=start_polling,
+        make_poller=lambda: make_poller(make_source(), config, store),
         store=store,
         theme=config.theme,
         ascii=config.ascii,
         read_only=config.read_only,
         interval=config.interval,
-        pool_hosts=sandbox.sandbox.config.pool_hosts if sandbox is not None else None,
+        pool_hosts=pool_hosts,
     )
     app.run()
     return app.return_code or 0
+
+
+def _sandbox(args: argparse.Namespace) -> SandboxThread:
+    from wfdash.sandbox.fleet import SandboxConfig, SandboxThread
+
+    return SandboxThread(
+        SandboxConfig(seed=args.seed, speed=args.speed, pool_hosts=_DEMO_POOL_HOSTS)
+    )
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -198,24 +206,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     sandbox: SandboxThread | None = None
     try:
-        source: StatusSource
-        if args.command == "demo":
-            from wfdash.sandbox.fleet import SandboxConfig, SandboxThread
-
-            sandbox = SandboxThread(SandboxConfig(seed=args.seed, speed=args.speed))
-            source = sandbox
-        else:
-            source = SkyPilotStatusSource(config.services or None)
         if wants_tui(args):
             from wfdash.ui.themes import ThemeError
 
+            sandboxes: list[SandboxThread] = []
+
+            def make_source() -> StatusSource:
+                if args.command != "demo":
+                    return SkyPilotStatusSource(config.services or None)
+                sandboxes.append(_sandbox(args))
+                sandboxes[-1].start()
+                return sandboxes[-1]
+
             try:
-                return run_tui(source, sandbox, config, store)
+                demo = args.command == "demo"
+                return run_tui(
+                    make_source, config, store, pool_hosts=_DEMO_POOL_HOSTS if demo else None
+                )
             except ThemeError as exc:
                 print(f"wfdash: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-        if sandbox is not None:
+            finally:
+                for started in sandboxes:
+                    started.stop()
+        source: StatusSource
+        if args.command == "demo":
+            sandbox = _sandbox(args)
             sandbox.start()
+            source = sandbox
+        else:
+            source = SkyPilotStatusSource(config.services or None)
         return asyncio.run(run_headless(source, config, store, once=args.once, as_json=args.json))
     except KeyboardInterrupt:
         return 130

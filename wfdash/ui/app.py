@@ -116,7 +116,14 @@ class WfdashApp(App[int]):
         self.filter_text = ""
         self.paused = False
         self._events: list[Event] = []
+        self._css_theme: str | None = None
+        self._css_variables: dict[str, str] = {}
         self._poller_thread = PollerThread(make_poller, self._deliver) if make_poller else None
+
+    @property
+    def _main(self) -> Screen[object]:
+        """The dashboard screen, also while help or a replica's detail is on top of it."""
+        return self.screen_stack[0]
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         return variable_defaults()
@@ -142,8 +149,8 @@ class WfdashApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#filter", Input).display = False
-        self.query_one(ReplicaTable).focus()
+        self._main.query_one("#filter", Input).display = False
+        self._main.query_one(ReplicaTable).focus()
         self._apply_compact(self.size.height, self.size.width)
         self.render_all()
         if self._poller_thread is not None:
@@ -163,7 +170,7 @@ class WfdashApp(App[int]):
 
     def _apply_compact(self, height: int, width: int) -> None:
         compact = height < COMPACT_HEIGHT or width < 100
-        self.screen.set_class(compact, "compact")
+        self._main.set_class(compact, "compact")
 
     # ------------------------------------------------------------------ data in
 
@@ -200,7 +207,10 @@ class WfdashApp(App[int]):
 
     def _var(self, name: str, fallback: str = "") -> str:
         """A theme colour as rich understands it (ANSI themes use names like ansi_green)."""
-        value = self.get_css_variables().get(name)
+        if self._css_theme != self.theme:
+            # Rebuilding the colour system costs ~0.5 ms a call: once per theme is enough.
+            self._css_variables, self._css_theme = self.get_css_variables(), self.theme
+        value = self._css_variables.get(name)
         return rich_color(value) if value else fallback
 
     def palette(self) -> panels.Palette:
@@ -233,9 +243,9 @@ class WfdashApp(App[int]):
         now = self.clock()
         cost = fleet_cost([view.service], pool_hosts=self.pool_hosts) if view else None
         self._tick_header()
-        spill = self.query_one("#spillover", Static)
-        summary = self.query_one("#summary", Static)
-        table = self.query_one(ReplicaTable)
+        spill = self._main.query_one("#spillover", Static)
+        summary = self._main.query_one("#summary", Static)
+        table = self._main.query_one(ReplicaTable)
         if view is None or cost is None:
             spill.update(self._empty_state())
             summary.update("")
@@ -250,12 +260,12 @@ class WfdashApp(App[int]):
             rows = arrange(view.replicas, table.sort_column, table.sort_reverse, self.filter_text)
             table.show(rows, now, self.cell_styles(), ascii=self.ascii)
         clusters = self.snapshot.clusters if self.snapshot else ()
-        self.query_one("#clusters", Static).update(
+        self._main.query_one("#clusters", Static).update(
             Text("\n").join(panels.cluster_line(c, now, palette) for c in clusters)
             if clusters
             else Text.assemble(("none", palette.dim))
         )
-        self.query_one("#events", Static).update(
+        self._main.query_one("#events", Static).update(
             panels.event_lines(self._events, palette, limit=50)
         )
         self.render_plots()
@@ -267,7 +277,7 @@ class WfdashApp(App[int]):
         index = (
             (names.index(self.service_name), len(names)) if self.service_name in names else (0, 0)
         )
-        self.query_one("#header", Static).update(
+        self._main.query_one("#header", Static).update(
             panels.header(
                 view,
                 self.snapshot,
@@ -303,10 +313,10 @@ class WfdashApp(App[int]):
 
     def render_plots(self) -> None:
         view = self.current
-        if self.screen.has_class("compact"):
+        if self._main.has_class("compact"):
             return
-        qps_widget = self.query_one("#qps-plot", Static)
-        ttft_widget = self.query_one("#ttft-plot", Static)
+        qps_widget = self._main.query_one("#qps-plot", Static)
+        ttft_widget = self._main.query_one("#ttft-plot", Static)
         width = max(20, qps_widget.size.width or (self.size.width // 2 - 2))
         height = max(5, qps_widget.size.height or 10)
         now = self.snapshot.taken_at if self.snapshot else self.clock()
@@ -354,7 +364,7 @@ class WfdashApp(App[int]):
         self.push_screen(HelpScreen())
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._main.query_one("#filter", Input)
         box.display = True
         box.focus()
 
@@ -365,14 +375,14 @@ class WfdashApp(App[int]):
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(ReplicaTable).focus()
+        self._main.query_one(ReplicaTable).focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._main.query_one("#filter", Input)
         box.value = ""
         box.display = False
         self.filter_text = ""
-        self.query_one(ReplicaTable).focus()
+        self._main.query_one(ReplicaTable).focus()
         self.render_all()
 
     def action_toggle_pause(self) -> None:
@@ -390,7 +400,7 @@ class WfdashApp(App[int]):
         self.notify("Refreshing…", timeout=1.5)
 
     def action_sort(self, key: str) -> None:
-        table = self.query_one(ReplicaTable)
+        table = self._main.query_one(ReplicaTable)
         if table.sort_column == key:
             table.sort_reverse = not table.sort_reverse
         else:
@@ -419,7 +429,7 @@ class WfdashApp(App[int]):
         self.render_all()
 
     def action_detail(self) -> None:
-        key = self.query_one(ReplicaTable).selected_key
+        key = self._main.query_one(ReplicaTable).selected_key
         view = self.current
         if key is None or view is None:
             return

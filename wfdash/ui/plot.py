@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-import plotext as plt
 from rich.color import Color, ColorParseError
 from rich.style import Style
 from rich.text import Text
@@ -32,6 +31,15 @@ from rich.text import Text
 MIN_WIDTH = 20
 MIN_HEIGHT = 5
 MIN_SPAN_S = 10.0  # the x axis covers at least this much, so one sample is not a wall
+
+
+@lru_cache(maxsize=1)
+def _plt() -> Any:
+    """plotext, imported on first use: it costs ~0.14 s, which the first paint must not."""
+    import plotext
+
+    return plotext
+
 
 # plotext's braille marker: 2×4 dots per cell, the finest line it draws.
 UNICODE_MARKER = "braille"
@@ -173,9 +181,9 @@ def _build(
     y_min: float | None,
 ) -> str:
     """Draw the (non-empty, relative-time) traces on plotext's global figure → ANSI text."""
-    fig = plt.figure
+    fig = _plt().figure
     fig.clear()
-    plt.terminal.limit(False, False)  # else plotext clips to the real terminal's size
+    _plt().terminal.limit(False, False)  # else plotext clips to the real terminal's size
     fig.plot_size(width, height)
     _apply_theme(fig, background, foreground)
 
@@ -201,9 +209,9 @@ def _build(
         positions, _ = axes["right" if trace.step and lines else "left"]
         y_step = (positions[-1] - positions[0]) / (canvas_rows * dots_y)
         xs, ys, breaks = _join([_thin(sx, sy, -span, x_step, y_step) for sx, sy in trace.segments])
-        marker = plt.marker(
+        marker = _plt().marker(
             trace.key if ascii else UNICODE_MARKER,
-            pixel=plt.pixel(_plotext_color(trace.series.color)),
+            pixel=_plt().pixel(_plotext_color(trace.series.color)),
         )
         side = "right" if trace.step and lines else "left"
         signal = fig.signal(xs, ys, marker=marker, yside=side)
@@ -258,10 +266,10 @@ def _apply_theme(fig: Any, background: str | None, foreground: str | None) -> No
         fig.theme("colorless")
         return
     name = f"wfdash:{background}:{foreground}"
-    plt.add_theme(
+    _plt().add_theme(
         name,
         canvas=_plotext_color(background),
-        text=plt.pixel(
+        text=_plt().pixel(
             foreground=_plotext_color(foreground), background=_plotext_color(background)
         ),
     )
@@ -360,6 +368,6 @@ def _rich_color(color: str | None) -> Color | None:
     try:
         parsed = Color.parse(color)
     except ColorParseError:
-        rgb = plt.pixel(foreground=color).foreground()
+        rgb = _plt().pixel(foreground=color).foreground()
         return None if rgb is None else Color.from_rgb(*rgb)
     return None if parsed.is_default else parsed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 from wfdash.collect.poller import Poller, Snapshot
@@ -23,8 +24,10 @@ class PollerThread:
         self._deliver = deliver
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name="wfdash-poller", daemon=True)
-        self._stop: asyncio.Event | None = None
-        self._wake: asyncio.Event | None = None
+        # Created here (they bind to the poller's loop on first use) so that stop() works at
+        # any moment, even before the thread has made its poller.
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
         self._poller: Poller | None = None
         self._forced = False
         self.paused = False
@@ -40,9 +43,14 @@ class PollerThread:
             self._loop.close()
 
     async def _run(self) -> None:
-        self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._poller = self._make_poller()
+        try:
+            self._poller = self._make_poller()
+        except Exception as exc:  # e.g. the sandbox could not start: say so on screen
+            message = f"could not start polling: {type(exc).__name__}: {exc}".splitlines()[0]
+            self._deliver(
+                Snapshot(time.time(), "wfdash", (), status_ok=False, status_error=message)
+            )
+            return
         try:
             await self._poller.run(self._deliver, self._stop, self._skip_cycle, self._wake)
         finally:
@@ -58,17 +66,16 @@ class PollerThread:
     def refresh_now(self) -> None:
         """Poll now, status included, instead of waiting for the next cycle (even paused)."""
         self._forced = True
-        poller, wake = self._poller, self._wake
-        if poller is not None and wake is not None:
+        poller = self._poller
+        if poller is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(poller.refresh_status_now)
-            self._loop.call_soon_threadsafe(wake.set)
-
-    def expect_removal(self, service: str, replica_id: int) -> None:
-        if self._poller is not None:
-            self._loop.call_soon_threadsafe(self._poller.expect_removal, service, replica_id)
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def stop(self, timeout: float = 10.0) -> None:
-        stop = self._stop
-        if stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(stop.set)
+        if not self._thread.is_alive():
+            return  # never started (quit before the first paint) or already done
+        try:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        except RuntimeError:
+            return  # the loop closed meanwhile: the thread is ending by itself
         self._thread.join(timeout)

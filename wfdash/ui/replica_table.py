@@ -27,6 +27,7 @@ SPARK_WIDTH = 8
 class Column:
     key: str
     label: str
+    width: int  # fixed: re-measuring a column on every changed cell costs O(rows) each
     sort_key: Callable[[ReplicaView], tuple[int, float | str]]
 
 
@@ -40,19 +41,23 @@ def _text(value: str | None) -> tuple[int, float | str]:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("id", "ID", lambda v: (0, v.replica.replica_id)),
-    Column("layer", "LAYER", lambda v: _text(v.replica.layer.value)),
-    Column("infra", "INFRA", lambda v: _text(v.replica.infra)),
-    Column("instance", "INSTANCE", lambda v: _text(v.replica.instance_type)),
-    Column("spot", "SPOT", lambda v: (0, int(v.replica.is_spot))),
-    Column("status", "STATUS", lambda v: _text(v.replica.status.value)),
-    Column("version", "VER", lambda v: _num(v.replica.version)),
-    Column("backend", "BACKEND", lambda v: _text(v.metrics.dialect.value if v.metrics else None)),
-    Column("qps", "QPS", lambda v: _num(v.metrics.qps if v.metrics else None)),
-    Column("ttft", "TTFT p95", lambda v: _num(_ttft(v)[0])),
-    Column("tps", "tok/s", lambda v: _num(v.metrics.gen_tps if v.metrics else None)),
-    Column("queue", "BUSY/Q", lambda v: _num(v.metrics.waiting if v.metrics else None)),
-    Column("scrape", "SCRAPE", lambda v: _text(v.scrape_error.value if v.scrape_error else None)),
+    Column("id", "ID", 4, lambda v: (0, v.replica.replica_id)),
+    Column("layer", "LAYER", 5, lambda v: _text(v.replica.layer.value)),
+    Column("infra", "INFRA", 20, lambda v: _text(v.replica.infra)),
+    Column("instance", "INSTANCE", 15, lambda v: _text(v.replica.instance_type)),
+    Column("spot", "SPOT", 4, lambda v: (0, int(v.replica.is_spot))),
+    Column("status", "STATUS", 20, lambda v: _text(v.replica.status.value)),
+    Column("version", "VER", 3, lambda v: _num(v.replica.version)),
+    Column(
+        "backend", "BACKEND", 8, lambda v: _text(v.metrics.dialect.value if v.metrics else None)
+    ),
+    Column("qps", "QPS", 5 + SPARK_WIDTH + 1, lambda v: _num(v.metrics.qps if v.metrics else None)),
+    Column("ttft", "TTFT p95", 11, lambda v: _num(_ttft(v)[0])),
+    Column("tps", "tok/s", 7, lambda v: _num(v.metrics.gen_tps if v.metrics else None)),
+    Column("queue", "BUSY/Q", 7, lambda v: _num(v.metrics.waiting if v.metrics else None)),
+    Column(
+        "scrape", "SCRAPE", 16, lambda v: _text(v.scrape_error.value if v.scrape_error else None)
+    ),
 )
 SORT_KEYS = {column.key: column for column in COLUMNS}
 
@@ -123,7 +128,12 @@ def row_cells(view: ReplicaView, now: float, styles: Styles, *, ascii: bool) -> 
         if view.stale_s is not None:
             scrape.append(f" stale {fmt_age(view.stale_s)}", style=styles.stale)
     elif view.scrape_latency_s is not None:
-        scrape = Text(f"ok {view.scrape_latency_s * 1000:.0f}ms", style=styles.stale)
+        # Only a slow scrape gets its time here (the detail screen has every one): a
+        # latency that changes on every row every poll would repaint the whole column.
+        slow = view.scrape_latency_s >= 1.0
+        scrape = Text(
+            f"ok {fmt_seconds(view.scrape_latency_s)}" if slow else "ok", style=styles.stale
+        )
     else:
         scrape = Text(DASH, style=styles.stale)
     status = Text(r.status.value, style=status_style(r.status, styles))
@@ -195,7 +205,7 @@ class ReplicaTable(DataTable[Text]):
 
     def on_mount(self) -> None:
         for column in COLUMNS:
-            self.add_column(column.label, key=column.key)
+            self.add_column(column.label, key=column.key, width=column.width)
 
     def watch_virtual_size(self, old: Size, new: Size) -> None:
         # The height is auto: it follows the rows. DataTable recomputes its size when idle,
@@ -229,7 +239,7 @@ class ReplicaTable(DataTable[Text]):
             else:
                 for column, was, now_cell in zip(COLUMNS, old, cells, strict=True):
                     if was != now_cell:
-                        self.update_cell(key, column.key, now_cell, update_width=True)
+                        self.update_cell(key, column.key, now_cell)
             self._cells[key] = cells
         displayed = [k for k in self._order if k in wanted_set] + [
             k for k in wanted if k not in before
