@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from wfdash.collect.dialects import WANTED_FAMILIES
 from wfdash.collect.promtext import parse_exposition
 from wfdash.sandbox.exposition import (
     FINISH_REASONS,
@@ -27,36 +28,8 @@ from wfdash.sandbox.exposition import (
     render_vllm_metrics,
 )
 
-# What the scraper asks for: both dialects' families at once, as it does not know which
-# backend a replica runs before parsing.
-FAMILIES = frozenset(
-    {
-        "vllm:request_success_total",
-        "vllm:time_to_first_token_seconds",
-        "vllm:inter_token_latency_seconds",
-        "vllm:time_per_output_token_seconds",
-        "vllm:e2e_request_latency_seconds",
-        "vllm:num_requests_running",
-        "vllm:num_requests_waiting",
-        "vllm:kv_cache_usage_perc",
-        "vllm:gpu_cache_usage_perc",
-        "vllm:prompt_tokens_total",
-        "vllm:generation_tokens_total",
-        "vllm:prefix_cache_queries_total",
-        "vllm:prefix_cache_hits_total",
-        "vllm:num_preemptions_total",
-        "llamacpp:prompt_tokens_total",
-        "llamacpp:prompt_seconds_total",
-        "llamacpp:tokens_predicted_total",
-        "llamacpp:tokens_predicted_seconds_total",
-        "llamacpp:n_decode_total",
-        "llamacpp:n_busy_slots_per_decode",
-        "llamacpp:kv_cache_usage_ratio",
-        "llamacpp:kv_cache_tokens",
-        "llamacpp:requests_processing",
-        "llamacpp:requests_deferred",
-    }
-)
+# What the scraper asks for: both dialects' families at once.
+FAMILIES = WANTED_FAMILIES
 
 
 def busy_vllm_replica(seed: int = 0, requests: int = 5000) -> VllmCounters:

@@ -141,7 +141,7 @@ class Scraper:
                     url, started, t0, ScrapeError.TIMEOUT, f"no answer in {self.timeout:g}s"
                 )
             except httpx.ConnectError as exc:
-                kind = ScrapeError.REFUSED if _refused(exc) else ScrapeError.NETWORK
+                kind = ScrapeError.REFUSED if is_connection_refused(exc) else ScrapeError.NETWORK
                 return self._error(url, started, t0, kind, _describe(exc, "connection failed"))
             except (httpx.HTTPError, OSError) as exc:
                 return self._error(
@@ -192,7 +192,7 @@ def _origin(url: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
-def _refused(exc: BaseException) -> bool:
+def is_connection_refused(exc: BaseException) -> bool:
     """httpx wraps the OS error a few levels deep; look down the chain for it."""
     seen: BaseException | None = exc
     for _ in range(8):

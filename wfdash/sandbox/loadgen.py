@@ -32,6 +32,8 @@ from typing import Any, cast
 
 import httpx
 
+from wfdash.collect.scrape import is_connection_refused
+
 MAX_RECORDS = 100_000
 """Records kept (oldest dropped first): hours of demo traffic at a few requests a second."""
 
@@ -545,21 +547,9 @@ def _completions_url(base: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, httpx.ConnectError) and _refused(exc):
+    if isinstance(exc, httpx.ConnectError) and is_connection_refused(exc):
         return "connection refused"
     return f"{type(exc).__name__}: {_first_line(exc)}"
-
-
-def _refused(exc: BaseException) -> bool:
-    """httpx wraps the OS error a few levels deep; look down the chain for it."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _first_line(exc: BaseException) -> str:
