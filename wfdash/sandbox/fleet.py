@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -206,14 +206,6 @@ class SandboxThread:
 
     def submit(self, coro: Awaitable[T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self._loop)
-
-    def call(self, fn: Callable[[], T]) -> Future[T]:
-        """Run a plain function (an emulator action) on the sandbox's loop."""
-
-        async def run() -> T:
-            return fn()
-
-        return self.submit(run())
 
     async def fetch_services(self) -> Sequence[Mapping[str, Any]]:
         return await asyncio.wrap_future(self.submit(self.sandbox.fetch_services()))

@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from wfdash.collect.events import Event
 from wfdash.collect.poller import Poller, ReplicaView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore
-from wfdash.cost import fleet_cost
+from wfdash.cost import FleetCost, service_cost
 from wfdash.ui import panels
 from wfdash.ui.plot import PlotSeries, render_plot
 from wfdash.ui.poller_thread import PollerThread
@@ -116,6 +116,7 @@ class WfdashApp(App[int]):
         self.filter_text = ""
         self.paused = False
         self._events: list[Event] = []
+        self._cost: FleetCost | None = None
         self._css_theme: str | None = None
         self._css_variables: dict[str, str] = {}
         self._poller_thread = PollerThread(make_poller, self._deliver) if make_poller else None
@@ -241,15 +242,14 @@ class WfdashApp(App[int]):
         view = self.current
         palette = self.palette()
         now = self.clock()
-        cost = fleet_cost([view.service], pool_hosts=self.pool_hosts) if view else None
+        # The cost changes with the snapshot only: the 1 s header tick reuses it.
+        self._cost = cost = service_cost(view.service, pool_hosts=self.pool_hosts) if view else None
         self._tick_header()
         spill = self._main.query_one("#spillover", Static)
         summary = self._main.query_one("#summary", Static)
-        table = self._main.query_one(ReplicaTable)
         if view is None or cost is None:
             spill.update(self._empty_state())
             summary.update("")
-            table.show([], now, self.cell_styles(), ascii=self.ascii)
         else:
             spill.update(
                 panels.spillover(
@@ -257,8 +257,7 @@ class WfdashApp(App[int]):
                 )
             )
             summary.update(panels.service_summary(view))
-            rows = arrange(view.replicas, table.sort_column, table.sort_reverse, self.filter_text)
-            table.show(rows, now, self.cell_styles(), ascii=self.ascii)
+        self.render_table()
         clusters = self.snapshot.clusters if self.snapshot else ()
         self._main.query_one("#clusters", Static).update(
             Text("\n").join(panels.cluster_line(c, now, palette) for c in clusters)
@@ -270,9 +269,20 @@ class WfdashApp(App[int]):
         )
         self.render_plots()
 
+    def render_table(self) -> None:
+        """The replica table alone: what a filter keystroke or a sort changes."""
+        view = self.current
+        table = self._main.query_one(ReplicaTable)
+        rows = (
+            arrange(view.replicas, table.sort_column, table.sort_reverse, self.filter_text)
+            if view
+            else []
+        )
+        table.show(rows, self.clock(), self.cell_styles(), ascii=self.ascii)
+
     def _tick_header(self) -> None:
         view = self.current
-        cost = fleet_cost([view.service], pool_hosts=self.pool_hosts) if view else None
+        cost = self._cost
         names = [v.service.name for v in self.snapshot.services] if self.snapshot else []
         index = (
             (names.index(self.service_name), len(names)) if self.service_name in names else (0, 0)
@@ -371,7 +381,7 @@ class WfdashApp(App[int]):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value.strip()
-        self.render_all()
+        self.render_table()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
@@ -383,7 +393,7 @@ class WfdashApp(App[int]):
         box.display = False
         self.filter_text = ""
         self._main.query_one(ReplicaTable).focus()
-        self.render_all()
+        self.render_table()
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
@@ -406,7 +416,7 @@ class WfdashApp(App[int]):
         else:
             table.sort_column, table.sort_reverse = key, False
         table.label_columns()
-        self.render_all()
+        self.render_table()
 
     @on(DataTable.HeaderSelected)
     def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
