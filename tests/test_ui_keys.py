@@ -463,3 +463,13 @@ async def test_snapshots_and_header_ticks_arrive_while_help_and_detail_are_open(
         app.apply_snapshot(fixtures.healthy())
         await pilot.pause()
         assert isinstance(app.screen, ReplicaDetailScreen)
+
+
+async def test_a_snapshot_from_the_poller_thread_never_blocks_or_fails_at_quit() -> None:
+    app = make_app()
+    snapshot = fixtures.healthy()
+    async with app.run_test(size=SIZE) as pilot:
+        await asyncio.to_thread(app._deliver, snapshot)  # hands over without waiting
+        await pilot.pause()
+        assert app.snapshot is snapshot
+    app._deliver(snapshot)  # after quit: the UI loop is gone, and nothing raises

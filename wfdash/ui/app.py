@@ -7,6 +7,7 @@ keeps the latest and re-renders. Widgets never collect anything themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -117,6 +118,7 @@ class WfdashApp(App[int]):
         self.paused = False
         self._events: list[Event] = []
         self._cost: FleetCost | None = None
+        self._ui_loop: asyncio.AbstractEventLoop | None = None
         self._css_theme: str | None = None
         self._css_variables: dict[str, str] = {}
         self._poller_thread = PollerThread(make_poller, self._deliver) if make_poller else None
@@ -150,6 +152,7 @@ class WfdashApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._ui_loop = asyncio.get_running_loop()
         self._main.query_one("#filter", Input).display = False
         self._main.query_one(ReplicaTable).focus()
         self._apply_compact(self.size.height, self.size.width)
@@ -176,8 +179,17 @@ class WfdashApp(App[int]):
     # ------------------------------------------------------------------ data in
 
     def _deliver(self, snapshot: Snapshot) -> None:
-        """Called on the poller thread."""
-        self.call_from_thread(self.apply_snapshot, snapshot)
+        """Called on the poller thread. Never waits for the UI: at quit, the UI thread
+        joins the poller thread, and a blocking hand-over would deadlock the two."""
+        loop = self._ui_loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the UI loop has closed: wfdash is exiting
+            loop.call_soon_threadsafe(self._apply_if_running, snapshot)
+
+    def _apply_if_running(self, snapshot: Snapshot) -> None:
+        if self.is_running and self.screen_stack:
+            self.apply_snapshot(snapshot)
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
