@@ -12,17 +12,27 @@ SkyPilot's own server-side code, as ``sky/server/server.py`` does it:
   server's own two version headers; the client's API version is set in the request context,
   so the version-aware return-value serializers see it (``serve.status`` drops replica
   handles for clients >= 51).
-- ``POST /serve/status``, ``POST /status``, ``POST /endpoints``: the JSON body is parsed
-  into the real ``payloads.*Body``; a ``requests.Request`` is built as
-  ``executor.prepare_request_async`` builds it (name ``'sky.' + RequestName``, the real
+- ``POST /serve/status``, ``/status``, ``/endpoints``, ``/optimize``, ``/serve/update``,
+  ``/serve/down``, ``/serve/terminate-replica``, ``/launch``, ``/cancel``, ``/api/cancel``:
+  the JSON body is parsed into the real ``payloads.*Body``; a ``requests.Request`` is built
+  as ``executor.prepare_request_async`` builds it (name ``'sky.' + RequestName``, the real
   entrypoint function, ``user_id`` from ``env_vars['SKYPILOT_USER_ID']``); the answer is
-  ``200 null`` (FastAPI's ``-> None``), the id in the header only. The request then
-  "runs": ``set_return_value`` (the registered encoder) or ``set_exception_stacktrace`` +
-  ``set_error`` (the pickled ``exceptions.serialize_exception``), as
-  ``requests.set_request_succeeded/failed`` do.
+  ``200 null`` (FastAPI's ``-> None``), the id in the header only. The request then runs in
+  a worker thread: ``set_return_value`` (the registered encoder; nothing for ``optimize``,
+  scheduled with ``ignore_return_value``) or ``set_exception_stacktrace`` + ``set_error``
+  (the pickled ``exceptions.serialize_exception``), as ``requests.set_request_succeeded/
+  failed`` do. A core function may write to the request's log (:meth:`emit`, and
+  :meth:`emit_status` for a spinner message, encoded as SkyPilot's server encodes it) and
+  wait for a cancellation (:meth:`cancelled`). ``/api/cancel`` marks matching unfinished
+  requests CANCELLED, as ``kill_requests_with_prefix`` does, and returns their ids.
+- ``POST /validate``: not a request: 200, or 400 with ``{"detail": serialize_exception}``
+  when the ``validate`` stand-in raises (``server.validate``).
 - ``GET /api/get?request_id=<prefix>``: 404/400 ``{"detail": ...}`` for an unknown or
-  ambiguous prefix; otherwise ``Request.encode().model_dump()``, with status 200, or 500
-  wrapped in ``{"detail": ...}`` when the request failed (``server.api_get``).
+  ambiguous prefix; otherwise, once the request finished, ``Request.encode().model_dump()``,
+  with status 200, or 500 wrapped in ``{"detail": ...}`` when the request failed
+  (``server.api_get``).
+- ``GET /api/stream?request_id=<prefix>``: the request's log as plain text while it runs,
+  with the ``X-SkyPilot-Stream-Request-ID`` header, ending when the request ends.
 - ``GET /api/health``: ``responses.APIHealthResponse`` dumped with ``exclude_unset``.
 
 Everything else answers 404 like FastAPI, except ``/_sink/...`` (not SkyPilot: a place to
@@ -43,6 +53,8 @@ from typing import Any
 import sky
 from aiohttp import web
 from sky import core as sky_core
+from sky import exceptions
+from sky import execution as sky_execution
 from sky.schemas.api import responses
 from sky.serve.server import core as serve_core
 from sky.server import common as server_common
@@ -52,6 +64,7 @@ from sky.server.requests import payloads, request_names
 from sky.server.requests import requests as requests_lib
 from sky.skylet import constants as skylet_constants
 from sky.utils import common as sky_common
+from sky.utils import message_utils, rich_utils
 
 # What a route's core function does: the parsed request body in, the core function's
 # return value (before encoding) out, or an exception raised.
@@ -68,6 +81,7 @@ class _Route:
     entrypoint: Callable[..., Any]
     schedule_type: requests_lib.ScheduleType
     cluster_name: Callable[[Any], str | None]
+    ignore_return_value: bool = False
 
 
 # As scheduled in sky/server/server.py and sky/serve/server/server.py.
@@ -93,7 +107,58 @@ _ROUTES: dict[str, _Route] = {
         requests_lib.ScheduleType.SHORT,
         lambda body: body.cluster,
     ),
+    "/optimize": _Route(
+        request_names.RequestName.OPTIMIZE,
+        payloads.OptimizeBody,
+        sky_core.optimize,
+        requests_lib.ScheduleType.SHORT,
+        lambda _: None,
+        ignore_return_value=True,
+    ),
+    "/serve/update": _Route(
+        request_names.RequestName.SERVE_UPDATE,
+        payloads.ServeUpdateBody,
+        serve_core.update,
+        requests_lib.ScheduleType.SHORT,
+        lambda _: sky_common.SKY_SERVE_CONTROLLER_NAME,
+    ),
+    "/serve/down": _Route(
+        request_names.RequestName.SERVE_DOWN,
+        payloads.ServeDownBody,
+        serve_core.down,
+        requests_lib.ScheduleType.SHORT,
+        lambda _: sky_common.SKY_SERVE_CONTROLLER_NAME,
+    ),
+    "/serve/terminate-replica": _Route(
+        request_names.RequestName.SERVE_TERMINATE_REPLICA,
+        payloads.ServeTerminateReplicaBody,
+        serve_core.terminate_replica,
+        requests_lib.ScheduleType.SHORT,
+        lambda _: sky_common.SKY_SERVE_CONTROLLER_NAME,
+    ),
+    "/launch": _Route(
+        request_names.RequestName.CLUSTER_LAUNCH,
+        payloads.LaunchBody,
+        sky_execution.launch,
+        requests_lib.ScheduleType.LONG,
+        lambda body: body.cluster_name,
+    ),
+    "/cancel": _Route(
+        request_names.RequestName.CLUSTER_JOB_CANCEL,
+        payloads.CancelBody,
+        sky_core.cancel,
+        requests_lib.ScheduleType.SHORT,
+        lambda body: body.cluster_name,
+    ),
+    "/api/cancel": _Route(
+        request_names.RequestName.API_CANCEL,
+        payloads.RequestCancelBody,
+        requests_lib.kill_requests_with_prefix,
+        requests_lib.ScheduleType.SHORT,
+        lambda _: None,
+    ),
 }
+_WAIT_S = 30.0  # how long /api/get waits for a request to finish
 
 
 @dataclass(frozen=True)
@@ -118,8 +183,14 @@ class FakeSkyPilotApiServer:
     commit: str = sky.__commit__
     health_status: server_common.ApiServerStatus = server_common.ApiServerStatus.HEALTHY
     core: dict[str, CoreFunction] = field(default_factory=dict)  # by request name
+    # What POST /validate runs on the parsed ValidateBody (raise to reject the DAG).
+    validate: CoreFunction | None = None
     seen: list[SeenRequest] = field(default_factory=list)
     tasks: dict[str, requests_lib.Request] = field(default_factory=dict)
+    logs: dict[str, list[str]] = field(default_factory=dict)  # by request id
+    _done: dict[str, threading.Event] = field(default_factory=dict)
+    _cancel: dict[str, threading.Event] = field(default_factory=dict)
+    _current: threading.local = field(default_factory=threading.local)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
@@ -131,6 +202,25 @@ class FakeSkyPilotApiServer:
 
     def calls(self, path: str) -> list[SeenRequest]:
         return [r for r in self.seen if r.path == path]
+
+    def bodies(self, path: str) -> list[Any]:
+        """The parsed JSON bodies POSTed to ``path``, oldest first."""
+        return [r.json() for r in self.calls(path)]
+
+    # --- for core functions (they run in the request's worker thread) -----------------
+
+    def emit(self, line: str) -> None:
+        """Append a line to the running request's log (what /api/stream sends)."""
+        self.logs[self._current.request_id].append(line if line.endswith("\n") else line + "\n")
+
+    def emit_status(self, message: str) -> None:
+        """A spinner message, encoded as the server writes ``rich_utils.safe_status``."""
+        for control in (rich_utils.Control.INIT, rich_utils.Control.UPDATE):
+            self.emit(message_utils.encode_payload(control.encode(message)))
+
+    def cancelled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the running request to be cancelled."""
+        return self._cancel[self._current.request_id].wait(timeout)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -180,6 +270,8 @@ class FakeSkyPilotApiServer:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/api/health", self._health)
         app.router.add_get("/api/get", self._api_get)
+        app.router.add_get("/api/stream", self._api_stream)
+        app.router.add_post("/validate", self._validate)
         for path in _ROUTES:
             app.router.add_post(path, self._schedule)
         app.router.add_route("*", "/_sink/{tail:.*}", self._sink)
@@ -282,36 +374,117 @@ class FakeSkyPilotApiServer:
         return web.json_response(None)  # FastAPI's `-> None`: 200, body `null`
 
     def _execute(self, task: requests_lib.Request, route: _Route) -> None:
-        """The worker's part: run the core function, store the encoded outcome."""
+        """The worker's part, in a thread: run the core function, store the outcome."""
+        request_id = task.request_id
+        self.logs[request_id] = []
+        self._done[request_id] = threading.Event()
+        self._cancel[request_id] = threading.Event()
         task.status = requests_lib.RequestStatus.RUNNING
         task.pid = os.getpid()
+        threading.Thread(
+            target=self._work, args=(task, route), name=f"fake-sky-{request_id[:8]}", daemon=True
+        ).start()
+
+    def _work(self, task: requests_lib.Request, route: _Route) -> None:
+        self._current.request_id = task.request_id
         core = self.core.get(route.name.value)
+        if route.name is request_names.RequestName.API_CANCEL and core is None:
+            core = self._kill_requests
         try:
             if core is None:
                 raise NotImplementedError(f"the fake server has no {route.name.value!r}")
             result = core(task.request_body)
         except Exception as exc:
-            requests_lib.set_exception_stacktrace(exc)
-            task.status = requests_lib.RequestStatus.FAILED
-            task.finished_at = time.time()
-            task.set_error(exc)
+            if task.status is not requests_lib.RequestStatus.CANCELLED:
+                requests_lib.set_exception_stacktrace(exc)
+                task.status = requests_lib.RequestStatus.FAILED
+                task.finished_at = time.time()
+                task.set_error(exc)
         else:
-            task.status = requests_lib.RequestStatus.SUCCEEDED
-            task.finished_at = time.time()
-            if result is not None:
-                task.set_return_value(result)
+            if task.status is not requests_lib.RequestStatus.CANCELLED:
+                task.status = requests_lib.RequestStatus.SUCCEEDED
+                task.finished_at = time.time()
+                if result is not None and not route.ignore_return_value:
+                    task.set_return_value(result)
+        self._done[task.request_id].set()
 
-    async def _api_get(self, request: web.Request) -> web.Response:
-        prefix = request.query.get("request_id")
+    def _kill_requests(self, body: payloads.RequestCancelBody) -> list[str]:
+        """``kill_requests_with_prefix``: unfinished requests matching a prefix → CANCELLED."""
+        killed = []
+        for request_id, task in list(self.tasks.items()):
+            wanted = body.request_ids is None or any(
+                request_id.startswith(p) for p in body.request_ids
+            )
+            if not wanted or request_id == self._current.request_id:
+                continue
+            if task.status in (
+                requests_lib.RequestStatus.PENDING,
+                requests_lib.RequestStatus.RUNNING,
+            ):
+                task.status = requests_lib.RequestStatus.CANCELLED
+                task.finished_at = time.time()
+                self._cancel[request_id].set()
+                self._done[request_id].set()
+                killed.append(request_id)
+        return killed
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        body = payloads.ValidateBody(**await request.json())
+        if self.validate is not None:
+            try:
+                self.validate(body)
+            except Exception as exc:
+                requests_lib.set_exception_stacktrace(exc)
+                detail = exceptions.serialize_exception(exc)
+                return web.json_response({"detail": detail}, status=400)
+        return web.json_response(None)
+
+    def _find(self, prefix: str | None) -> tuple[str | None, web.Response | None]:
+        """The request id a prefix names, or the error answer (as server.api_get words it)."""
         if prefix is None:
-            return web.json_response({"detail": "request_id is required"}, status=422)
+            return None, web.json_response({"detail": "request_id is required"}, status=422)
         matches = [rid for rid in self.tasks if rid.startswith(prefix)]
         if not matches:
-            return web.json_response({"detail": f"Request {prefix!r} not found"}, status=404)
+            return None, web.json_response({"detail": f"Request {prefix!r} not found"}, status=404)
         if len(matches) > 1:
             detail = f"Multiple requests found for request ID prefix: {prefix}"
-            return web.json_response({"detail": detail}, status=400)
-        task = self.tasks[matches[0]]
+            return None, web.json_response({"detail": detail}, status=400)
+        return matches[0], None
+
+    async def _api_stream(self, request: web.Request) -> web.StreamResponse:
+        prefix = request.query.get("request_id")
+        request_id, error = self._find(prefix)
+        if error is not None:
+            return error
+        assert request_id is not None and prefix is not None
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/plain",
+                "Cache-Control": "no-cache, no-transform",
+                server_constants.STREAM_REQUEST_HEADER: prefix,
+            }
+        )
+        await response.prepare(request)
+        sent = 0
+        done, log = self._done[request_id], self.logs[request_id]
+        while True:
+            finished = done.is_set()
+            while sent < len(log):
+                await response.write(log[sent].encode())
+                sent += 1
+            if finished:
+                break
+            await asyncio.sleep(0.02)
+        await response.write_eof()
+        return response
+
+    async def _api_get(self, request: web.Request) -> web.Response:
+        request_id, error = self._find(request.query.get("request_id"))
+        if error is not None:
+            return error
+        assert request_id is not None
+        await asyncio.to_thread(self._done[request_id].wait, _WAIT_S)
+        task = self.tasks[request_id]
         payload = task.encode().model_dump()
         if task.get_error() is not None:
             return web.json_response({"detail": payload}, status=500)

@@ -13,6 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import yaml
+
 from wfdash.collect.model import (
     Cluster,
     Health,
@@ -266,13 +268,29 @@ def derive_health(
     return Health.HEALTHY, f"{ready} ready"
 
 
+def _redact_task(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``redact_yaml`` of a task YAML SkyPilot stored, without ``_user_specified_yaml``.
+
+    SkyPilot's ``task.to_yaml_config()`` (what ``yaml_content`` holds) carries the user's
+    original file verbatim in that key, comments and any secret typed into it included,
+    as one string that value-based masking cannot see into.
+    """
+    if "_user_specified_yaml" not in text:
+        return redact_yaml(text)
+    tree, _ = redact_yaml(text)
+    if tree is None:
+        return None, None
+    tree.pop("_user_specified_yaml", None)
+    return tree, yaml.safe_dump(tree, sort_keys=False, default_flow_style=False)
+
+
 def map_service(record: Mapping[str, Any]) -> Service | None:
     """One service dict → Service (secrets masked), or None without a name."""
     name = _opt_str(record.get("name"))
     if name is None:
         return None
     yaml_text = record.get("yaml_content")
-    tree, yaml_redacted = redact_yaml(yaml_text) if isinstance(yaml_text, str) else (None, None)
+    tree, yaml_redacted = _redact_task(yaml_text) if isinstance(yaml_text, str) else (None, None)
     policy = _policy_from_yaml(str(record.get("policy") or ""), tree)
     raw_replicas = record.get("replica_info")
     replicas = sorted(
