@@ -245,6 +245,12 @@ def test_scale_updates_the_service_with_the_deployed_task_and_new_policy(
     assert posted(server) == ["/validate", "/optimize", "/serve/update"]
     [body] = server.bodies("/serve/update")
     assert (body["service_name"], body["mode"]) == (SERVICE, "rolling")
+    # The request id from the response header: its log streamed, then its result fetched.
+    update_id = server.calls("/serve/update")[0].request_id
+    followed = [r.path for r in server.seen if r.query.get("request_id") == update_id]
+    assert followed == ["/api/stream", "/api/get"]
+    assert server.tasks[update_id].name == "sky.serve.update"
+    assert server.tasks[update_id].status.value == "SUCCEEDED"
     [task] = controller(server).tasks
     spec = task.service
     assert (spec.min_replicas, spec.max_replicas, spec.target_qps_per_replica) == (5, 8, 0.1)

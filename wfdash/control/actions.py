@@ -17,6 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from wfdash.control.errors import ActionError
 
+__all__ = [
+    "Action",
+    "ActionError",
+    "Down",
+    "LaunchReplica",
+    "RebuildCache",
+    "Scale",
+    "SwitchBackend",
+    "TerminateReplica",
+    "next_cache_version",
+    "parse_action",
+]
+
 # sky/skylet/constants.py CLUSTER_NAME_VALID_REGEX: clusters and (serve/server/impl.py)
 # service names alike.
 _NAME = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")

@@ -48,7 +48,7 @@ from wfdash.control.profiles import PROFILES, LaunchProfile
 from wfdash.cost import FleetCost, fleet_cost
 from wfdash.pricing import cheapest_spot
 
-__all__ = ["DeploymentFiles", "Plan", "plan_action"]
+__all__ = ["DeploymentFiles", "Plan", "masked_paths", "plan_action"]
 
 # Replicas that exist or are being brought up: what terminate and scale count.
 ALIVE = frozenset(
