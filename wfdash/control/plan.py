@@ -265,7 +265,7 @@ def _build_update(
 def _secret_warning(section: str, key: str) -> str:
     return (
         f"{section} {key} is secret and SkyPilot never returns it: on SkyPilot wfdash passes "
-        f"${key} from its own environment, and refuses to update without it"
+        f"${key} from its own environment, and does not go ahead without it"
     )
 
 
