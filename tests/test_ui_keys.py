@@ -21,7 +21,7 @@ from textual.widgets import Input, Static
 from snapshots import fixtures
 from wfdash.collect.poller import Poller, PollerConfig, Snapshot
 from wfdash.collect.scrape import Scraper
-from wfdash.ui.app import WfdashApp
+from wfdash.ui.app import PlotView, WfdashApp
 from wfdash.ui.replica_table import ReplicaTable
 from wfdash.ui.screens import HelpScreen, ReplicaDetailScreen
 
@@ -67,7 +67,7 @@ def table(app: WfdashApp) -> ReplicaTable:
 
 
 def row_keys(app: WfdashApp) -> list[str]:
-    return [str(row.key.value) for row in table(app).ordered_rows]
+    return table(app).row_keys
 
 
 def ids(app: WfdashApp) -> list[int]:
@@ -85,8 +85,7 @@ def qps_order(snapshot: Snapshot, *, reverse: bool) -> list[int]:
 
 
 def label(app: WfdashApp, column: str) -> str:
-    value = table(app).columns[column].label  # type: ignore[index]
-    return value.plain
+    return table(app).header_label(column)
 
 
 # --------------------------------------------------------------------------- filter
@@ -140,7 +139,7 @@ async def test_digit_sorts_and_the_same_digit_reverses() -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await show(pilot, snapshot)
-        assert label(app, "id") == "ID"
+        assert label(app, "id") == "ID ▲"  # the default order is shown as a sort
         await pilot.press("6")
         await pilot.pause()
         assert (table(app).sort_column, table(app).sort_reverse) == ("qps", False)
@@ -428,8 +427,8 @@ async def test_plots_follow_a_resize_while_paused() -> None:
             await pilot.pause()
             await pilot.pause()
             for name in ("#qps-plot", "#ttft-plot"):
-                widget = app.query_one(name, Static)
-                lines = plain(widget).split("\n")
+                widget = app.query_one(name, PlotView)
+                lines = widget.text.plain.split("\n")
                 assert (max(map(len, lines)), len(lines)) == tuple(widget.size), (name, size)
 
 

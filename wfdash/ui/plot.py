@@ -28,6 +28,8 @@ from rich.color import Color, ColorParseError
 from rich.style import Style
 from rich.text import Text
 
+from wfdash.ui.ansi import ansi_text
+
 MIN_WIDTH = 20
 MIN_HEIGHT = 5
 MIN_SPAN_S = 10.0  # the x axis covers at least this much, so one sample is not a wall
@@ -139,7 +141,7 @@ def render_plot(
         )
     if ascii:
         ansi = ansi.translate(_ASCII_BOX)
-    body = Text.from_ansi(ansi.rstrip("\n"), style=style, end="")
+    body = ansi_text(ansi.rstrip("\n"), style)
     if header is None:
         return body
     return Text.assemble(header, "\n", body, end="")

@@ -1,18 +1,23 @@
 """The replica table: one row per replica, updated in place, sorted, filtered.
 
-Rows are keyed by the replica's stable key, so a refresh updates only the cells that
-changed (a full rebuild of 1000 rows costs ~270 ms; see shared/facts/textual.md) and the
-cursor stays on the same replica across refreshes, sorts and filters.
+Rows are keyed by the replica's stable key, so the cursor stays on the same replica
+across refreshes, sorts and filters, and only rows on screen are ever drawn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from rich.segment import Segment
 from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
 from textual.geometry import Size
-from textual.widgets import DataTable
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from wfdash.collect.model import ReplicaStatus
 from wfdash.collect.poller import ReplicaView
@@ -193,71 +198,290 @@ def arrange(
     return known + unknown
 
 
-class ReplicaTable(DataTable[Text]):
-    """Keeps its rows in step with the latest replica views."""
+class ReplicaTable(ScrollView, can_focus=True):
+    """The rows of the latest replica views; only what is on screen is ever drawn.
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
+    A Line API widget: ``show`` keeps the sorted, filtered views and renders the rows
+    in view, comparing each with what the screen has, so a refresh costs O(visible rows)
+    and repaints only rows that changed. DataTable keeps every row's cells and re-lays
+    them out, which made a 1000-replica refresh cost ~300 ms.
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "replica-table--header",
+        "replica-table--cursor",
+    }
+    DEFAULT_CSS = """
+    ReplicaTable {
+        background: $surface;
+        color: $foreground;
+        height: auto;
+        max-height: 100%;
+        & > .replica-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        &:ansi > .replica-table--header {
+            background: ansi_bright_blue;
+            color: ansi_default;
+        }
+        & > .replica-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .replica-table--header {
+                background-tint: $foreground 5%;
+            }
+            & > .replica-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+        }
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,g", "cursor_to(0)", "First", show=False),
+        Binding("end,G", "cursor_to(-1)", "Last", show=False),
+        Binding("left", "scroll_left", "Left", show=False),
+        Binding("right", "scroll_right", "Right", show=False),
+        Binding("enter", "choose", "Detail", show=False),
+    ]
+
+    class RowChosen(Message):
+        """Enter or a click on the selected row: open the replica's detail."""
+
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+    class HeaderClicked(Message):
+        """A click on a column header: sort by it (again reverses)."""
+
+        def __init__(self, column: str) -> None:
+            super().__init__()
+            self.column = column
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.sort_column = "id"
         self.sort_reverse = False
-        self._cells: dict[str, tuple[Text, ...]] = {}
-        self._order: list[str] = []
+        self.cursor_row = 0
+        self._views: list[ReplicaView] = []
+        self._keys: list[str] = []
+        self._index: dict[str, int] = {}
+        self._now = 0.0
+        self._styles: Styles | None = None
+        self._ascii = False
+        # Rendered rows by key, with the view and clock they were drawn from.
+        self._drawn: dict[str, tuple[ReplicaView, float, Strip]] = {}
+        self._shown: dict[int, Strip] = {}  # screen line -> the strip last returned for it
+        self._header: Strip | None = None
+        self.virtual_size = Size(TABLE_WIDTH, 1)
 
-    def on_mount(self) -> None:
-        for column in COLUMNS:
-            self.add_column(column.label, key=column.key, width=column.width)
+    # ------------------------------------------------------------------ data in
 
-    def watch_virtual_size(self, old: Size, new: Size) -> None:
-        # The height is auto: it follows the rows. DataTable recomputes its size when idle,
-        # and a layout pass already under way then kept the old height (blank lines under
-        # two filtered rows, seen in about half the runs): ask for one more.
-        if old.height != new.height:
-            self.call_after_refresh(self.refresh, layout=True)
+    def show(self, views: list[ReplicaView], now: float, styles: Styles, *, ascii: bool) -> None:
+        """Replace the rows by ``views`` (already sorted and filtered).
+
+        The cursor follows its replica when rows are added, removed or reordered.
+        """
+        selected = self.selected_key
+        restyled = styles != self._styles or ascii != self._ascii
+        self._views = views
+        self._keys = [view.replica.key for view in views]
+        self._index = {key: i for i, key in enumerate(self._keys)}
+        self._now, self._styles, self._ascii = now, styles, ascii
+        if restyled:
+            self._drawn.clear()
+        else:
+            for key in self._drawn.keys() - self._index.keys():
+                del self._drawn[key]
+        if selected is not None and selected in self._index:
+            self.cursor_row = self._index[selected]
+        self.cursor_row = max(0, min(self.cursor_row, len(views) - 1))
+        height = len(views) + 1
+        if self.virtual_size.height != height:
+            self.virtual_size = Size(TABLE_WIDTH, height)
+            self.refresh(layout=True)
+        self._scroll_cursor_into_view()
+        self._refresh_changed_lines()
 
     def label_columns(self) -> None:
         """Show the sort indicator in the sorted column's header."""
-        for column in COLUMNS:
-            arrow = (" ▼" if self.sort_reverse else " ▲") if column.key == self.sort_column else ""
-            self.columns[column.key].label = Text(column.label + arrow)  # type: ignore[index]
-        self.refresh()
+        self._header = None
+        self.refresh_line(self.scroll_offset.y)
 
-    def show(self, views: list[ReplicaView], now: float, styles: Styles, *, ascii: bool) -> None:
-        """Replace the rows' content by ``views`` (already sorted and filtered)."""
-        selected = self.selected_key
-        wanted = [v.replica.key for v in views]
-        wanted_set = set(wanted)
-        before = set(self._order)
-        for key in [k for k in self._order if k not in wanted_set]:
-            self.remove_row(key)
-            del self._cells[key]
-        for view in views:
-            key = view.replica.key
-            cells = row_cells(view, now, styles, ascii=ascii)
-            old = self._cells.get(key)
-            if old is None:
-                self.add_row(*cells, key=key)
-            else:
-                for column, was, now_cell in zip(COLUMNS, old, cells, strict=True):
-                    if was != now_cell:
-                        self.update_cell(key, column.key, now_cell)
-            self._cells[key] = cells
-        displayed = [k for k in self._order if k in wanted_set] + [
-            k for k in wanted if k not in before
-        ]
-        if displayed != wanted:
-            # Row ids are unique within the one service shown: order rows by them.
-            position = {view.replica.replica_id: i for i, view in enumerate(views)}
-            self.sort("id", key=lambda cell: position.get(int(cell.plain), 0))
-        self._order = wanted
-        if selected in self._cells:
-            self.move_cursor(row=self.get_row_index(selected), animate=False)
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def row_count(self) -> int:
+        return len(self._keys)
+
+    @property
+    def row_keys(self) -> list[str]:
+        """The replica keys in display order."""
+        return list(self._keys)
 
     @property
     def selected_key(self) -> str | None:
-        if self.row_count == 0:
+        if not self._keys:
             return None
-        try:
-            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
-        except Exception:
-            return None
-        return str(row_key.value) if row_key.value is not None else None
+        return self._keys[min(self.cursor_row, len(self._keys) - 1)]
+
+    def header_label(self, column: str) -> str:
+        """A column's header text, with its sort arrow when it is the sorted one."""
+        label = SORT_KEYS[column].label
+        if column != self.sort_column:
+            return label
+        return label + (" ▼" if self.sort_reverse else " ▲")
+
+    # ------------------------------------------------------------------ drawing
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        if y == 0:
+            pad = self.rich_style + self.get_component_rich_style("replica-table--header")
+            strip = self._header_strip().crop_extend(scroll_x, scroll_x + width, pad)
+        else:
+            strip = self._visible_row(scroll_y + y - 1)
+        self._shown[y] = strip
+        return strip
+
+    def _header_strip(self) -> Strip:
+        if self._header is None:
+            style = self.get_component_rich_style("replica-table--header")
+            line = Text(no_wrap=True, end="")
+            for column in COLUMNS:
+                line.append(" ")
+                line.append(_fit(Text(self.header_label(column.key)), column.width))
+                line.append(" ")
+            self._header = Strip(line.render(self.app.console)).apply_style(self.rich_style + style)
+        return self._header
+
+    def _row_strip(self, index: int) -> Strip:
+        if not 0 <= index < len(self._views) or self._styles is None:
+            return Strip.blank(TABLE_WIDTH, self.rich_style)
+        view = self._views[index]
+        key = self._keys[index]
+        drawn = self._drawn.get(key)
+        if drawn is not None and drawn[0] is view and drawn[1] == self._now:
+            strip = drawn[2]
+        else:
+            line = Text(no_wrap=True, end="")
+            cells = row_cells(view, self._now, self._styles, ascii=self._ascii)
+            for column, cell in zip(COLUMNS, cells, strict=True):
+                line.append(" ")
+                line.append(_fit(cell, column.width))
+                line.append(" ")
+            strip = Strip(line.render(self.app.console)).apply_style(self.rich_style)
+            self._drawn[key] = (view, self._now, strip)
+        if index == self.cursor_row:
+            cursor = self.get_component_rich_style("replica-table--cursor")
+            strip = Strip(Segment.apply_style(strip, post_style=cursor), strip.cell_length)
+        return strip
+
+    def _visible_row(self, index: int) -> Strip:
+        """Row ``index`` as the screen shows it: scrolled sideways and cut to the width."""
+        scroll_x = self.scroll_offset.x
+        width = self.scrollable_content_region.width
+        return self._row_strip(index).crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    def _refresh_changed_lines(self) -> None:
+        """Ask for a repaint of the screen lines whose content changed, and only those."""
+        if not self.is_mounted or self.size.height == 0:
+            return
+        scroll_y = self.scroll_offset.y
+        for y in range(1, self.scrollable_content_region.height):
+            if self._shown.get(y) != self._visible_row(scroll_y + y - 1):
+                self.refresh_line(scroll_y + y)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._header = None
+        self._drawn.clear()
+        self._shown.clear()
+
+    # ------------------------------------------------------------------ moving
+
+    def _move_cursor(self, row: int) -> None:
+        if not self._keys:
+            return
+        row = max(0, min(row, len(self._keys) - 1))
+        if row == self.cursor_row:
+            return
+        old, self.cursor_row = self.cursor_row, row
+        self.refresh_line(old + 1)
+        self.refresh_line(row + 1)
+        self._scroll_cursor_into_view()
+
+    def _scroll_cursor_into_view(self) -> None:
+        visible = max(1, self.scrollable_content_region.height - 1)
+        top = round(self.scroll_y)
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+        elif self.cursor_row >= top + visible:
+            self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True)
+
+    def action_cursor(self, step: int) -> None:
+        self._move_cursor(self.cursor_row + step)
+
+    def action_page(self, direction: int) -> None:
+        page = max(1, self.scrollable_content_region.height - 2)
+        self._move_cursor(self.cursor_row + direction * page)
+
+    def action_cursor_to(self, row: int) -> None:
+        self._move_cursor(row if row >= 0 else len(self._keys) - 1)
+
+    def action_choose(self) -> None:
+        key = self.selected_key
+        if key is not None:
+            self.post_message(self.RowChosen(key))
+
+    def on_click(self, event: events.Click) -> None:
+        x = event.x + round(self.scroll_x)
+        if event.y == 0:
+            column = _column_at(x)
+            if column is not None:
+                self.post_message(self.HeaderClicked(column))
+            return
+        row = round(self.scroll_y) + event.y - 1
+        if 0 <= row < len(self._keys):
+            if row == self.cursor_row:
+                self.action_choose()
+            else:
+                self._move_cursor(row)
+
+
+TABLE_WIDTH = sum(column.width + 2 for column in COLUMNS)
+
+
+def _fit(cell: Text, width: int) -> Text:
+    """``cell`` cut or padded to exactly ``width`` cells, honouring its justification."""
+    fitted = cell.copy()
+    fitted.truncate(width, overflow="ellipsis")
+    gap = width - fitted.cell_len
+    if gap > 0:
+        if cell.justify == "right":
+            fitted = Text(" " * gap) + fitted
+        else:
+            fitted.pad_right(gap)
+    return fitted
+
+
+def _column_at(x: int) -> str | None:
+    left = 0
+    for column in COLUMNS:
+        left += column.width + 2
+        if x < left:
+            return column.key
+    return None
