@@ -1,6 +1,6 @@
 """Replica ``/metrics`` dialects → one flat point per scrape → :class:`ReplicaMetrics`.
 
-Two dialects exist today (see shared/facts/metrics.md):
+Two backend dialects (see shared/facts/metrics.md), and the agent's:
 
 * **vLLM** (0.10–0.12): a request counter by ``finished_reason`` and real latency
   histograms, so QPS, error share and TTFT percentiles are measured.
@@ -8,9 +8,15 @@ Two dialects exist today (see shared/facts/metrics.md):
   counter, no latency histogram. Token rates come from the ``_total`` counters (never
   the ``*_tokens_seconds`` gauges, which every scrape resets); QPS is unknown and TTFT
   is an *estimate* from the prefill speed, flagged as such.
+* **the wfdash agent** (wfdash/agent, docs/agent.md) in front of either backend: its
+  ``wfdash_agent_*`` families come first in the payload, the backend's follow. When they
+  are there, QPS, error share and TTFT come from the agent for any backend (measured, not
+  estimated); the backend's families still give token rates, busy/queue and KV cache.
+  The replica's build (cache version, cache hit, build seconds) comes with them.
 
 The dialect is detected from what the payload contains, not from configuration, so a
-backend switch (bitnet ⇄ vllm) shows up by itself.
+backend switch (bitnet ⇄ vllm) shows up by itself. ``Dialect`` names the backend's; an
+agent payload is marked by ``agent`` on the point and on the figures.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TypedDict
 
 from wfdash.collect.derive import CounterHistory, SeriesLayout, histogram_quantile
 from wfdash.collect.promtext import Exposition, Sample, parse_exposition
@@ -60,7 +67,25 @@ LLAMACPP_FAMILIES = (
     "llamacpp:requests_processing",
     "llamacpp:requests_deferred",
 )
-WANTED_FAMILIES = frozenset(VLLM_FAMILIES + LLAMACPP_FAMILIES)
+# The agent's names (wfdash/agent/metrics.py, tested to match). Not imported from there:
+# that package loads aiohttp, which the collection core does not need.
+AGENT_PREFIX = "wfdash_agent_"
+AGENT_FAMILIES = (
+    "wfdash_agent_requests_total",
+    "wfdash_agent_requests_in_flight",
+    "wfdash_agent_requests_queued",
+    "wfdash_agent_time_to_first_token_seconds",
+    "wfdash_agent_e2e_request_latency_seconds_sum",
+    "wfdash_agent_e2e_request_latency_seconds_count",
+    "wfdash_agent_prompt_tokens_total",
+    "wfdash_agent_completion_tokens_total",
+    "wfdash_agent_backend_metrics_up",
+    "wfdash_agent_build_info",
+    "wfdash_agent_start_time_seconds",
+)
+AGENT_INFERENCE_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
+"""The routes whose requests make a replica's QPS (not /v1/models, not anything else)."""
+WANTED_FAMILIES = frozenset(VLLM_FAMILIES + LLAMACPP_FAMILIES + AGENT_FAMILIES)
 
 _ERROR_REASONS = frozenset({"abort", "error"})
 # Prompt length the llama.cpp TTFT estimate assumes (the prefill cost of a typical chat turn).
@@ -76,6 +101,8 @@ class MetricPoint:
     gauges: Mapping[str, float | None]
     histograms: Mapping[str, Mapping[float, float]]  # name → {le: cumulative count}
     created: float | None = None  # newest ``*_created`` seen: a change means a restart
+    agent: bool = False  # the wfdash agent's families were in the payload
+    info: Mapping[str, str] = field(default_factory=dict)  # the agent's build-info labels
 
     def layout(self) -> SeriesLayout:
         keys = sorted(self.counters)
@@ -187,13 +214,70 @@ def _llamacpp_point(expo: Exposition) -> MetricPoint:
     return MetricPoint(Dialect.LLAMACPP, counters, gauges, {})
 
 
+_BACKEND_DIALECTS = {"bitnet": Dialect.LLAMACPP, "vllm": Dialect.VLLM}
+"""The build-info ``backend`` label → the dialect, when the backend's families are missing."""
+
+
+def _agent_point(expo: Exposition, backend: MetricPoint | None) -> MetricPoint:
+    """The backend's point (if its families came) with the agent's measurements on top.
+
+    Keys are the ones :func:`derive_metrics` reads for any dialect, so the agent's request
+    count, errors (server errors: the backend's 5xx and the agent's 502/504) and TTFT
+    replace what vLLM reports itself; token counters stay the backend's, with the agent's
+    ``usage`` sums beside them for a backend that has none.
+    """
+    counters = dict(backend.counters) if backend is not None else {}
+    requests = [
+        s
+        for s in expo.samples.get("wfdash_agent_requests_total", [])
+        if s.labels.get("route") in AGENT_INFERENCE_ROUTES and not math.isnan(s.value)
+    ]
+    if requests:
+        counters["requests"] = sum(s.value for s in requests)
+        counters["errors"] = sum(
+            s.value for s in requests if s.labels.get("outcome") == "server_error"
+        )
+    for key, name in (
+        ("ttft_sum", "wfdash_agent_time_to_first_token_seconds_sum"),
+        ("ttft_count", "wfdash_agent_time_to_first_token_seconds_count"),
+        ("e2e_sum", "wfdash_agent_e2e_request_latency_seconds_sum"),
+        ("e2e_count", "wfdash_agent_e2e_request_latency_seconds_count"),
+        ("agent_prompt_tokens", "wfdash_agent_prompt_tokens_total"),
+        ("agent_generation_tokens", "wfdash_agent_completion_tokens_total"),
+    ):
+        value = _total(expo.samples.get(name))
+        if value is not None:
+            counters[key] = value
+    histograms = dict(backend.histograms) if backend is not None else {}
+    ttft = _histogram(expo, "wfdash_agent_time_to_first_token_seconds")
+    if ttft is not None:
+        histograms["ttft"] = ttft
+    gauges = dict(backend.gauges) if backend is not None else {}
+    gauges["in_flight"] = _total(expo.samples.get("wfdash_agent_requests_in_flight"))
+    gauges["queued"] = _total(expo.samples.get("wfdash_agent_requests_queued"))
+    gauges["backend_up"] = _total(expo.samples.get("wfdash_agent_backend_metrics_up"))
+    build = expo.samples.get("wfdash_agent_build_info")
+    info = dict(build[0].labels) if build else {}
+    if backend is not None:
+        dialect = backend.dialect
+    else:
+        dialect = _BACKEND_DIALECTS.get(info.get("backend", ""), Dialect.UNKNOWN)
+    # The agent's start, not the backend's: a backend restart behind a running agent
+    # resets only the backend's series, which the history corrects one by one.
+    started = _total(expo.samples.get("wfdash_agent_start_time_seconds"))
+    return MetricPoint(dialect, counters, gauges, histograms, started, agent=True, info=info)
+
+
 def to_point(expo: Exposition) -> MetricPoint | None:
     """The dialect's point, or None when the payload holds no family wfdash knows."""
+    backend = None
     if any(name.startswith("vllm:") for name in expo.samples):
-        return _vllm_point(expo)
-    if any(name.startswith("llamacpp:") for name in expo.samples):
-        return _llamacpp_point(expo)
-    return None
+        backend = _vllm_point(expo)
+    elif any(name.startswith("llamacpp:") for name in expo.samples):
+        backend = _llamacpp_point(expo)
+    if any(name.startswith(AGENT_PREFIX) for name in expo.samples):
+        return _agent_point(expo, backend)
+    return backend
 
 
 def parse_point(body: str | bytes) -> tuple[MetricPoint | None, Exposition]:
@@ -223,6 +307,17 @@ class ReplicaMetrics:
     decode_tps: float | None = None  # generation speed while decoding (llama.cpp)
     prefix_cache_hit: float | None = None  # 0..1
     busy_per_decode: float | None = None
+    # Through the wfdash agent (None/False without one):
+    agent: bool = False  # QPS, error share and TTFT measured by the agent
+    backend_metrics_ok: bool | None = None  # the backend's own families came along
+    in_flight: float | None = None  # requests accepted and not yet fully answered
+    queued: float | None = None  # ... of which no response byte came yet (queue, prefill)
+    # The replica's build, as its setup wrote it down (agent only):
+    model: str | None = None
+    quant_type: str | None = None
+    cache_version: str | None = None
+    cache_hit: bool | None = None  # the build was in the cache under cache_version
+    build_seconds: float | None = None  # how long setup's build step took
     # TTFT bucket increases over the window, for the service-wide (merged) quantiles.
     ttft_window: Mapping[float, float] = field(default_factory=dict)
 
@@ -233,18 +328,52 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+class _BuildFields(TypedDict):
+    model: str | None
+    quant_type: str | None
+    cache_version: str | None
+    cache_hit: bool | None
+    build_seconds: float | None
+
+
+def _build_fields(info: Mapping[str, str]) -> _BuildFields:
+    """ReplicaMetrics' build fields from the build-info labels ("" means unknown)."""
+    try:
+        seconds: float | None = float(info["build_seconds"])
+    except (KeyError, ValueError):
+        seconds = None
+    cache = info.get("cache")
+    return {
+        "model": info.get("model") or None,
+        "quant_type": info.get("quant_type") or None,
+        "cache_version": info.get("cache_version") or None,
+        "cache_hit": {"hit": True, "miss": False}.get(cache) if cache else None,
+        "build_seconds": seconds if seconds is not None and math.isfinite(seconds) else None,
+    }
+
+
 def derive_metrics(
     point: MetricPoint, history: CounterHistory, now: float, window: float
 ) -> ReplicaMetrics:
-    """Figures for a replica from its newest point and its counter history."""
+    """Figures for a replica from its newest point and its counter history.
+
+    One derivation for every dialect: a figure whose series the point lacks stays None
+    (llama-server alone has no request counter, vLLM no decode time).
+    """
     gauges = point.gauges
+    backend_up = gauges.get("backend_up")
     base = ReplicaMetrics(
         dialect=point.dialect,
         running=gauges.get("running"),
         waiting=gauges.get("waiting"),
         kv_usage=gauges.get("kv_usage"),
         busy_per_decode=gauges.get("busy_per_decode"),
-        ttft_is_estimate=point.dialect is Dialect.LLAMACPP,
+        ttft_is_estimate=point.dialect is Dialect.LLAMACPP and not point.agent,
+        agent=point.agent,
+        backend_metrics_ok=None if backend_up is None else backend_up == 1,
+        in_flight=gauges.get("in_flight"),
+        queued=gauges.get("queued"),
+        **_build_fields(point.info),
     )
     span = history.window(now, window)
     if span is None:
@@ -259,37 +388,29 @@ def derive_metrics(
         value = inc(key)
         return value / elapsed if value is not None else None
 
-    if point.dialect is Dialect.LLAMACPP:
-        prompt_seconds = inc("prompt_seconds")
-        seconds_per_prompt_token = _ratio(prompt_seconds, inc("prompt_tokens"))
-        return replace(
-            base,
-            window_s=elapsed,
-            prompt_tps=rate("prompt_tokens"),
-            gen_tps=rate("generation_tokens"),
-            decode_tps=_ratio(inc("generation_tokens"), inc("generation_seconds")),
-            ttft_mean=(
-                seconds_per_prompt_token * REFERENCE_PROMPT_TOKENS
-                if seconds_per_prompt_token is not None
-                else None
-            ),
-        )
-
+    ttft_mean = _ratio(inc("ttft_sum"), inc("ttft_count"))
+    if base.ttft_is_estimate:
+        seconds_per_prompt_token = _ratio(inc("prompt_seconds"), inc("prompt_tokens"))
+        if seconds_per_prompt_token is not None:
+            ttft_mean = seconds_per_prompt_token * REFERENCE_PROMPT_TOKENS
     ttft_window = _window_buckets(history, increase, "ttft")
     itl_window = _window_buckets(history, increase, "itl")
-    requests = inc("requests")
+    prompt_tps = rate("prompt_tokens")
+    gen_tps = rate("generation_tokens")
     return replace(
         base,
         window_s=elapsed,
         qps=rate("requests"),
-        error_share=_ratio(inc("errors"), requests),
+        error_share=_ratio(inc("errors"), inc("requests")),
         ttft_p50=histogram_quantile(0.5, sorted(ttft_window.items())) if ttft_window else None,
         ttft_p95=histogram_quantile(0.95, sorted(ttft_window.items())) if ttft_window else None,
-        ttft_mean=_ratio(inc("ttft_sum"), inc("ttft_count")),
+        ttft_mean=ttft_mean,
         itl_p50=histogram_quantile(0.5, sorted(itl_window.items())) if itl_window else None,
         e2e_mean=_ratio(inc("e2e_sum"), inc("e2e_count")),
-        prompt_tps=rate("prompt_tokens"),
-        gen_tps=rate("generation_tokens"),
+        # A backend without token counters: the agent's sums of `usage`.
+        prompt_tps=prompt_tps if prompt_tps is not None else rate("agent_prompt_tokens"),
+        gen_tps=gen_tps if gen_tps is not None else rate("agent_generation_tokens"),
+        decode_tps=_ratio(inc("generation_tokens"), inc("generation_seconds")),
         prefix_cache_hit=_ratio(inc("prefix_hits"), inc("prefix_queries")),
         ttft_window=ttft_window,
     )
