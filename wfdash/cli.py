@@ -23,6 +23,7 @@ from wfdash.config import Config, ConfigError, describe_settings, load_config
 from wfdash.report import render_text
 
 if TYPE_CHECKING:
+    from wfdash.control.plane import ControlPlane
     from wfdash.sandbox.fleet import SandboxThread
 
 EXIT_STATUS_UNAVAILABLE = 1
@@ -141,18 +142,33 @@ def wants_tui(args: argparse.Namespace) -> bool:
 
 
 def run_tui(
-    make_source: Callable[[], StatusSource],
+    connect: Callable[[], tuple[StatusSource, ControlPlane]],
     config: Config,
     store: EventStore,
     *,
     pool_hosts: int | None = None,
 ) -> int:
-    """The dashboard. ``make_source`` runs on the poller thread, after the first paint:
-    the sandbox (aiohttp, its listeners) and, for SkyPilot, `import sky` never delay it."""
+    """The dashboard. ``connect`` runs on the poller thread, after the first paint: the
+    sandbox (aiohttp, its listeners) and, for SkyPilot, `import sky` never delay it.
+    It gives the status source and the control plane actions go to."""
     from wfdash.ui.app import WfdashApp
+    from wfdash.ui.flows import Control
+
+    control = Control()
+
+    def start() -> Poller:
+        from wfdash.control.deploy import DeploymentFiles
+        from wfdash.control.runner import ActionRunner
+
+        source, plane = connect()
+        control.deploy = DeploymentFiles.default()
+        control.target = plane.description
+        control.runner = ActionRunner(plane, store, read_only=config.read_only)
+        return make_poller(source, config, store)
 
     app = WfdashApp(
-        make_poller=lambda: make_poller(make_source(), config, store),
+        make_poller=start,
+        control=control,
         store=store,
         theme=config.theme,
         ascii=config.ascii,
@@ -211,17 +227,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sandboxes: list[SandboxThread] = []
 
-            def make_source() -> StatusSource:
+            def connect() -> tuple[StatusSource, ControlPlane]:
                 if args.command != "demo":
-                    return SkyPilotStatusSource(config.services or None)
+                    from wfdash.control.deploy import DeploymentFiles
+                    from wfdash.control.skypilot_plane import SkyPilotControlPlane
+
+                    plane = SkyPilotControlPlane(DeploymentFiles.default())
+                    return SkyPilotStatusSource(config.services or None), plane
+                from wfdash.control.sandbox_plane import SandboxControlPlane
+
                 sandboxes.append(_sandbox(args))
                 sandboxes[-1].start()
-                return sandboxes[-1]
+                return sandboxes[-1], SandboxControlPlane(sandboxes[-1])
 
             try:
                 demo = args.command == "demo"
                 return run_tui(
-                    make_source, config, store, pool_hosts=_DEMO_POOL_HOSTS if demo else None
+                    connect, config, store, pool_hosts=_DEMO_POOL_HOSTS if demo else None
                 )
             except ThemeError as exc:
                 print(f"wfdash: {exc}", file=sys.stderr)

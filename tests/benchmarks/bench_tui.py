@@ -1110,6 +1110,8 @@ def tui_main(url: str, pool_hosts: int, interval: float, log: Path) -> int:
     from wfdash.cli import open_store, run_tui
     from wfdash.collect.model import ReplicaStatus
     from wfdash.config import load_config
+    from wfdash.control.deploy import DeploymentFiles
+    from wfdash.control.skypilot_plane import SkyPilotControlPlane
     from wfdash.ui.app import WfdashApp
 
     config = load_config(overrides={"interval": interval})
@@ -1131,7 +1133,12 @@ def tui_main(url: str, pool_hosts: int, interval: float, log: Path) -> int:
 
     WfdashApp.apply_snapshot = timed_apply  # type: ignore[method-assign]
     try:
-        return run_tui(lambda: HttpStatusSource(url), config, store, pool_hosts=pool_hosts)
+
+        def connect() -> tuple[HttpStatusSource, SkyPilotControlPlane]:
+            # Actions are never run here; the plane is only there as in the real app.
+            return HttpStatusSource(url), SkyPilotControlPlane(DeploymentFiles.default())
+
+        return run_tui(connect, config, store, pool_hosts=pool_hosts)
     finally:
         store.close()
 

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import TypeVar
 
 from rich.text import Text
 from textual import on
@@ -28,6 +29,8 @@ from wfdash.collect.poller import Poller, ReplicaView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.cost import FleetCost, service_cost
 from wfdash.ui import panels
+from wfdash.ui.control import ActionsScreen, record_line
+from wfdash.ui.flows import Control, ControlFlows
 from wfdash.ui.lines_view import LinesView
 from wfdash.ui.plot import PlotSeries, render_plot
 from wfdash.ui.poller_thread import PollerThread
@@ -35,13 +38,17 @@ from wfdash.ui.replica_table import COLUMNS, ReplicaTable, Styles, arrange
 from wfdash.ui.screens import HelpScreen, ReplicaDetailScreen
 from wfdash.ui.themes import load_themes, rich_color, variable_defaults
 
+T = TypeVar("T")
+
 # Digits sort by these columns (same digit again reverses).
 SORT_DIGITS = {
     "1": "id", "2": "layer", "3": "infra", "4": "status", "5": "version",
     "6": "qps", "7": "ttft", "8": "tps", "9": "queue", "0": "scrape",
 }  # fmt: skip
 # Actions that change the service; --read-only refuses every one of them here, in one place.
-MUTATING_ACTIONS: frozenset[str] = frozenset()
+MUTATING_ACTIONS = frozenset(
+    {"scale_step", "scale", "backend", "launch", "rebuild", "terminate", "down"}
+)
 COMPACT_HEIGHT = 34
 # Plots show a five-minute trend: redrawing them on every 2 s poll cost more CPU than the
 # rest of a refresh, for a shift of one braille dot. The numbers beside them stay live.
@@ -57,6 +64,8 @@ MAIN_SCREEN_ACTIONS = frozenset(
         "previous_service",
         "sort",
         "help",
+        "actions",
+        *MUTATING_ACTIONS,
     }
 )
 
@@ -87,6 +96,15 @@ class WfdashApp(App[int]):
         Binding("enter", "detail", "detail", show=False),
         Binding("right_square_bracket", "next_service", "next svc"),
         Binding("left_square_bracket", "previous_service", "prev svc", show=False),
+        Binding("plus", "scale_step(1)", "+min"),
+        Binding("minus", "scale_step(-1)", "-min"),
+        Binding("s", "scale", "scale"),
+        Binding("b", "backend", "backend"),
+        Binding("L", "launch", "launch"),
+        Binding("R", "rebuild", "rebuild"),
+        Binding("T", "terminate", "terminate", show=False),
+        Binding("D", "down", "down", show=False),
+        Binding("a", "actions", "actions"),
         *(
             Binding(digit, f"sort('{key}')", f"sort {key}", show=False)
             for digit, key in SORT_DIGITS.items()
@@ -104,6 +122,7 @@ class WfdashApp(App[int]):
         interval: float = 2.0,
         pool_hosts: int | None = None,
         clock: Callable[[], float] = time.time,
+        control: Control | None = None,
     ) -> None:
         super().__init__()
         self._themes = load_themes()
@@ -130,6 +149,7 @@ class WfdashApp(App[int]):
         self._plots_at = 0.0
         self._css_variables: dict[str, str] = {}
         self._poller_thread = PollerThread(make_poller, self._deliver) if make_poller else None
+        self.flows = ControlFlows(self, control or Control())
 
     @property
     def _main(self) -> Screen[object]:
@@ -146,6 +166,7 @@ class WfdashApp(App[int]):
         yield Static(id="spillover")
         yield ReplicaTable(id="replicas")
         yield Static(id="summary")
+        yield Static(id="actions")
         with Horizontal(id="plots"):
             yield PlotView(id="qps-plot", classes="plot")
             yield PlotView(id="ttft-plot", classes="plot")
@@ -187,17 +208,25 @@ class WfdashApp(App[int]):
     # ------------------------------------------------------------------ data in
 
     def _deliver(self, snapshot: Snapshot) -> None:
-        """Called on the poller thread. Never waits for the UI: at quit, the UI thread
-        joins the poller thread, and a blocking hand-over would deadlock the two."""
+        """Called on the poller thread."""
+        self.call_soon_threadsafe(self.apply_snapshot, snapshot)
+
+    def call_soon_threadsafe(self, callback: Callable[[T], object], arg: T) -> None:
+        """Run ``callback(arg)`` on the UI loop, from any thread, without waiting for it.
+
+        Never waits: at quit the UI thread joins the poller thread, and a blocking
+        hand-over would deadlock the two. Dropped once wfdash is exiting.
+        """
         loop = self._ui_loop
         if loop is None:
             return
-        with contextlib.suppress(RuntimeError):  # the UI loop has closed: wfdash is exiting
-            loop.call_soon_threadsafe(self._apply_if_running, snapshot)
 
-    def _apply_if_running(self, snapshot: Snapshot) -> None:
-        if self.is_running and self.screen_stack:
-            self.apply_snapshot(snapshot)
+        def run() -> None:
+            if self.is_running and self.screen_stack:
+                callback(arg)
+
+        with contextlib.suppress(RuntimeError):  # the UI loop has closed: wfdash is exiting
+            loop.call_soon_threadsafe(run)
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -266,17 +295,16 @@ class WfdashApp(App[int]):
         self._cost = cost = service_cost(view.service, pool_hosts=self.pool_hosts) if view else None
         self._tick_header()
         spill = self._main.query_one("#spillover", Static)
-        summary = self._main.query_one("#summary", Static)
         if view is None or cost is None:
             spill.update(self._empty_state())
-            summary.update("")
         else:
             spill.update(
                 panels.spillover(
                     view, cost, pool_hosts=self.pool_hosts, ascii=self.ascii, palette=palette
                 )
             )
-            summary.update(panels.service_summary(view))
+        self.render_summary()
+        self.render_actions()
         self.render_table()
         clusters = self.snapshot.clusters if self.snapshot else ()
         self._main.query_one("#clusters", Static).update(
@@ -288,6 +316,45 @@ class WfdashApp(App[int]):
             panels.event_lines(self._events, palette, limit=50)
         )
         self.render_plots()
+
+    def render_summary(self) -> None:
+        """The service's numbers, or the pending +/- change while there is one."""
+        view = self.current
+        summary = self._main.query_one("#summary", Static)
+        pending = self.flows.pending_text()
+        if pending is not None:
+            pending.stylize(self._var("accent"))
+            summary.update(pending)
+        else:
+            summary.update(panels.service_summary(view) if view is not None else "")
+
+    def render_actions(self) -> None:
+        """The progress panel: running actions, and those that finished moments ago."""
+        panel = self._main.query_one("#actions", Static)
+        now = self.clock()
+        records = self.flows.panel_records(now)
+        panel.display = bool(records)
+        if records:
+            palette = self.palette()
+            panel.update(Text("\n").join(record_line(r, now, palette) for r in records[:4]))
+        if isinstance(self.screen, ActionsScreen):
+            self.screen.update_view()
+
+    def action_finished(self) -> None:
+        """An action ended: its audit entry is in the store, and the fleet changed."""
+        self._load_events()
+        self._main.query_one("#events", Static).update(
+            panels.event_lines(self._events, self.palette(), limit=50)
+        )
+        if self._poller_thread is not None:
+            self._poller_thread.refresh_now()
+
+    def selected_replica(self) -> ReplicaView | None:
+        key = self._main.query_one(ReplicaTable).selected_key
+        view = self.current
+        if key is None or view is None:
+            return None
+        return next((r for r in view.replicas if r.replica.key == key), None)
 
     def render_table(self) -> None:
         """The replica table alone: what a filter keystroke or a sort changes."""
@@ -304,6 +371,8 @@ class WfdashApp(App[int]):
         # The timer can fire once more while the app shuts down and its widgets are gone.
         with contextlib.suppress(NoMatches):
             self._tick_header()
+            if self.flows.records:
+                self.render_actions()  # elapsed times, and finished ones leave the panel
 
     def _tick_header(self) -> None:
         view = self.current
@@ -400,8 +469,45 @@ class WfdashApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1:
-            return False  # the help and detail screens do not act on the hidden table
-        return not (self.read_only and action in MUTATING_ACTIONS)
+            return False  # the help, detail and action screens do not act on the table
+        if action in MUTATING_ACTIONS and not self.may_change():
+            return None  # shown, greyed out: read-only mode
+        return True
+
+    def may_change(self) -> bool:
+        """False in read-only mode: the one switch every mutating key, command and
+        preview goes through (the ActionRunner refuses on its own as well)."""
+        return not self.read_only
+
+    # The control flows (wfdash.ui.flows): each ends in a preview the user confirms.
+
+    def action_scale_step(self, delta: int) -> None:
+        self.flows.step_min(delta)
+
+    def action_scale(self) -> None:
+        self.flows.open_scale()
+
+    def action_backend(self) -> None:
+        self.flows.open_backend()
+
+    def action_launch(self) -> None:
+        self.flows.open_launch()
+
+    def action_rebuild(self) -> None:
+        self.flows.open_rebuild()
+
+    def action_terminate(self) -> None:
+        self.flows.terminate_selected()
+
+    def action_down(self) -> None:
+        self.flows.down_service()
+
+    def action_actions(self) -> None:
+        self.push_screen(
+            ActionsScreen(
+                self.flows.session_records, self.flows.cancel, self.palette, clock=self.clock
+            )
+        )
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -421,6 +527,9 @@ class WfdashApp(App[int]):
         self._main.query_one(ReplicaTable).focus()
 
     def action_clear_filter(self) -> None:
+        if self.flows.cancel_pending():
+            self.notify("Pending change dropped: nothing was changed.", timeout=3)
+            return
         box = self._main.query_one("#filter", Input)
         box.value = ""
         box.display = False
@@ -527,6 +636,26 @@ class WfdashApp(App[int]):
             yield SystemCommand(
                 f"Service: {name}", f"Show {name}", partial(self.switch_service, name)
             )
+        yield SystemCommand(
+            "Actions and their logs", "This session's actions; cancel one", self.action_actions
+        )
+        if not self.may_change():
+            return  # read-only: no command that changes anything is offered
+        for title, help_text, action in (
+            ("Scale…", "Min/max replicas and target QPS (sky serve update)", self.action_scale),
+            ("Min replicas +1", "Preview one more replica", partial(self.action_scale_step, 1)),
+            ("Min replicas −1", "Preview one fewer replica", partial(self.action_scale_step, -1)),
+            ("Switch backend…", "bitnet ⇄ vllm, rolling or blue-green", self.action_backend),
+            (
+                "Launch replica…",
+                "A C3D / H3 / RunPod BitNet cluster (sky launch)",
+                self.action_launch,
+            ),
+            ("Rebuild cache…", "Bump CACHE_VERSION: BitNet.cpp is rebuilt", self.action_rebuild),
+            ("Terminate replica", "The selected one (type its id)", self.action_terminate),
+            ("Down service", "sky serve down (asks for the service name)", self.action_down),
+        ):
+            yield SystemCommand(title, help_text, action)
 
 
 def _sum_series(histories: Iterable[Sequence[float | None]]) -> list[float | None]:

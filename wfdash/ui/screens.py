@@ -28,6 +28,13 @@ KEYS: tuple[tuple[str, str], ...] = (
         "sort by ID, LAYER, INFRA, STATUS, VER, QPS, TTFT, tok/s, BUSY/Q, SCRAPE; again reverses",
     ),
     ("] / [", "next / previous service"),
+    ("+ / -", "min replicas up / down: presses add up, the preview opens when you stop"),
+    ("s", "scale: min / max replicas and target QPS per replica (sky serve update)"),
+    ("b", "switch backend bitnet ⇄ vllm, rolling or blue-green"),
+    ("L", "launch a standalone C3D / H3 / RunPod BitNet cluster (sky launch)"),
+    ("R", "rebuild the BitNet.cpp cache: a new CACHE_VERSION for the service or a cluster"),
+    ("T / D", "terminate the selected replica / take the service down (type its name)"),
+    ("a", "this session's actions with their logs; c cancels a running one"),
     ("p", "pause / resume polling (the screen keeps the last data)"),
     ("r", "refresh now (status included), even when paused"),
     ("ctrl+p", "command palette: every action, service switching, themes"),
@@ -54,7 +61,11 @@ class HelpScreen(ModalScreen[None]):
             "128-token prompt from its counters. QPS of llama.cpp replicas is unknown: their\n"
             "sparkline shows generated tokens/s instead.\n"
             "Header: ready/total replicas, health derived from the replicas, hourly cost,\n"
-            "and LIVE / PAUSED / STALE (how old the shown status is)."
+            "and LIVE / PAUSED / STALE (how old the shown status is).\n"
+            "\n[b]Changing the service[/b]\n"
+            "Every change shows its plan first: the sky command, the YAML diff, the cost\n"
+            "change and what restarts. y confirms, n cancels. Every action is written to\n"
+            "the event log (who, when, what, outcome). --read-only greys all of them out."
         )
         with VerticalScroll(id="help"):
             yield Static(Text("wfdash keys", style="bold"))
