@@ -1,4 +1,8 @@
-"""The emulated replicas against their real loopback listeners, through httpx."""
+"""The emulated replicas against their real loopback listeners, through httpx.
+
+Requests go to `replica.url`, the wfdash agent in front of the engine, as on a real
+replica; `replica.backend_url` is the engine's own port.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -493,6 +498,79 @@ async def test_close_leaves_no_port_listening(client: httpx.AsyncClient) -> None
     await host.close()
     assert host.replicas == []
     assert all(connection_refused(replica.port) for replica in started)
+    assert all(connection_refused(replica.backend_port) for replica in started)
     with pytest.raises(httpx.HTTPError):
         await hung
     assert started[1].stats.completed == 1
+
+
+# --------------------------------------------------------------------------- the agent
+
+
+def agent_value(text: str, line_start: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(line_start + " ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_the_agent_fronts_the_engine_and_measures_it(client: httpx.AsyncClient) -> None:
+    spec = replace(BITNET, cache_version="v5", cache_hit=False, build_seconds=300.0)
+    async with ReplicaHost(SimClock(50)) as host:
+        replica = await start_ready(host, spec)
+        assert replica.port != replica.backend_port
+        assert replica.agent is not None
+        answers = [await complete(client, replica, max_tokens=4) for _ in range(3)]
+        await stream_lines(client, replica.url, {"prompt": "hi", "max_tokens": 3, "stream": True})
+        assert (await client.get(replica.url + "/v1/models")).status_code == 200
+        assert (await client.get(replica.url + "/props")).json()["total_slots"] == 1
+        text = (await client.get(replica.url + "/metrics")).text
+        direct = (await client.get(replica.backend_url + "/metrics")).text
+    completions = '{route="/v1/completions",outcome="ok"}'
+    assert agent_value(text, f"wfdash_agent_requests_total{completions}") == 4
+    assert agent_value(text, "wfdash_agent_time_to_first_token_seconds_count") == 4
+    assert agent_value(text, "wfdash_agent_backend_metrics_up") == 1
+    generated = sum(a["usage"]["completion_tokens"] for a in answers) + 3
+    assert agent_value(text, "wfdash_agent_completion_tokens_total") == generated
+    assert (
+        'wfdash_agent_build_info{backend="bitnet",model="falcon3-7b-1.58bit",quant_type="i2_s",'
+        'cache_version="v5",cache="miss",build_seconds="300"} 1'
+    ) in text
+    # The engine's own families follow, as the engine serves them.
+    assert text.index("llamacpp:n_decode_total") > text.index("wfdash_agent_start_time_seconds")
+    tail = text[text.index("# HELP llamacpp:") :]
+    assert tail.splitlines()[:6] == direct.splitlines()[:6]
+    assert replica.stats.completed == 4
+
+
+async def test_the_agents_health_follows_the_engine_loading(client: httpx.AsyncClient) -> None:
+    async with ReplicaHost(SimClock(50)) as host:
+        replica = await host.start_replica(BITNET, load_seconds=5)  # 0.1 s real
+        loading = await client.get(replica.url + "/health")
+        assert loading.status_code == 503
+        assert loading.json()["error"]["message"] == "Loading model"
+        await until(lambda: replica.ready)
+        assert (await client.get(replica.url + "/health")).status_code == 200
+
+
+@pytest.mark.parametrize("fault", [Fault.HTTP_500, Fault.GARBAGE, Fault.CLOSE])
+async def test_engine_faults_behind_the_agent(client: httpx.AsyncClient, fault: Fault) -> None:
+    """The agent answers /metrics with its own families, says the engine's are missing,
+    and relays (or reports) what the engine does to completions."""
+    async with ReplicaHost(SimClock(50)) as host:
+        replica = await start_ready(host, BITNET)
+        await complete(client, replica)
+        replica.set_backend_fault(fault)
+        metrics = await client.get(replica.url + "/metrics")
+        completion = await client.post(replica.url + "/v1/completions", json={"prompt": "x"})
+        text = (await client.get(replica.url + "/metrics")).text
+    assert metrics.status_code == 200
+    assert agent_value(metrics.text, "wfdash_agent_backend_metrics_up") == 0
+    assert "llamacpp:" not in metrics.text
+    ok = agent_value(text, 'wfdash_agent_requests_total{route="/v1/completions",outcome="ok"}')
+    if fault is Fault.GARBAGE:  # a /metrics fault only
+        assert completion.status_code == 200
+        assert ok == 2
+    else:
+        assert ok == 1
+        assert completion.status_code == (500 if fault is Fault.HTTP_500 else 502)
+        failed = '{route="/v1/completions",outcome="server_error"}'
+        assert agent_value(text, f"wfdash_agent_requests_total{failed}") == 1

@@ -1,9 +1,13 @@
-"""Emulated inference replicas: real HTTP listeners on 127.0.0.1, one port each.
+"""Emulated inference replicas: real HTTP listeners on 127.0.0.1, two ports each.
 
 A replica emulates BitNet's llama-server (build b3920) or a vLLM v1 server closely enough
 for wfdash's real data path: `/health` (503 while the model loads), `/metrics` in each
 backend's dialect with its real quirks (see shared facts/metrics.md), and
 `/v1/completions`, plain or streamed, taking the time the seeds' benchmarks say it takes.
+
+As on a real replica, the wfdash agent (wfdash/agent) runs in front of the emulated
+engine: `url`/`port` are the agent's, the one SkyServe probes and wfdash scrapes, and
+`backend_url` the engine's own. Both run in the host's loop.
 
 Every replica of a `ReplicaHost` runs in the host's one asyncio loop, so a hundred of them
 cost little: an idle replica is a listening socket and nothing else (no periodic task), and
@@ -32,7 +36,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from wfdash.agent import Agent, AgentConfig, BuildInfo
 from wfdash.sandbox.clock import SimClock
 from wfdash.sandbox.exposition import (
     DEFAULT_MAX_MODEL_LEN,
@@ -52,7 +58,9 @@ class Fault(StrEnum):
     """A misbehaviour to switch on at any time; it applies to requests that arrive after.
 
     HANG and CLOSE hit every endpoint, `/health` included; HTTP_500 hits `/metrics` and
-    completions; GARBAGE and SLOW_METRICS hit `/metrics` only.
+    completions; GARBAGE and SLOW_METRICS hit `/metrics` only. A replica has two places
+    for one: its public port (`set_fault`: what SkyServe and wfdash see, as when the VM or
+    the agent misbehaves) and the engine behind the agent (`set_backend_fault`).
     """
 
     NONE = "none"
@@ -137,6 +145,20 @@ class ReplicaSpec:
     slots: int = 1
     model_name: str = "falcon3-7b-1.58bit"
     seed: int = 0
+    # What the emulated setup built (the agent reports it, as setup's build-info file).
+    cache_version: str | None = None
+    cache_hit: bool | None = None
+    build_seconds: float | None = None
+
+    def build_info(self) -> BuildInfo:
+        return BuildInfo(
+            backend=self.backend.value,
+            model=self.model_name,
+            quant_type="i2_s" if self.backend is Backend.BITNET else "",
+            cache_version=self.cache_version or "",
+            cache_hit=self.cache_hit,
+            build_seconds=self.build_seconds,
+        )
 
 
 @dataclass(slots=True)
@@ -527,7 +549,8 @@ _SHUTDOWN_SECONDS = 0.05
 
 
 class EmulatedReplica(ABC):
-    """One emulated inference server on its own loopback port. Start it with a ReplicaHost.
+    """One emulated inference server behind its agent, on two loopback ports. Start it with
+    a ReplicaHost.
 
     `ready` turns true once the model has "loaded"; until then every endpoint answers 503.
     `in_flight` counts the completion requests queued or running, for a least-load balancer.
@@ -537,18 +560,22 @@ class EmulatedReplica(ABC):
         self.spec = spec
         self.backend = spec.backend
         self.profile = profile
-        self.fault = Fault.NONE
+        self.fault = Fault.NONE  # at the public port (the agent's)
+        self.backend_fault = Fault.NONE  # at the engine's port
         self.ready = False
         self.stats = ReplicaStats()
         self.port = 0
         self.url = ""
+        self.backend_port = 0
+        self.backend_url = ""
+        self.agent: Agent | None = None
         self._clock = clock
         self._started = clock.now()
         self._rng = random.Random(spec.seed)
         self._garbage_rng = random.Random(self._rng.getrandbits(64))  # scrapes come any time
         self._recorder = self._make_recorder()
         self._engine = _Engine(clock, profile, self._recorder)
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         self._ready_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -556,7 +583,12 @@ class EmulatedReplica(ABC):
         return len(self._engine.waiting) + len(self._engine.running)
 
     def set_fault(self, fault: Fault) -> None:
+        """Misbehave at the public port: the agent's, as SkyServe and wfdash see it."""
         self.fault = fault
+
+    def set_backend_fault(self, fault: Fault) -> None:
+        """Misbehave in the engine, behind the agent."""
+        self.backend_fault = fault
 
     # Backend specifics -----------------------------------------------------------------
 
@@ -600,58 +632,84 @@ class EmulatedReplica(ABC):
     # Lifecycle -------------------------------------------------------------------------
 
     async def _open(self, load_seconds: float) -> None:
-        app = web.Application()
-        router = app.router
-        router.add_get("/health", self._guarded(self._handle_health))
-        router.add_get("/metrics", self._guarded(self._handle_metrics))
-        router.add_get("/v1/models", self._guarded(self._handle_models))
-        router.add_post("/v1/completions", self._guarded(self._handle_completion))
+        engine = web.Application(middlewares=[self._guard(backend=True)])
+        router = engine.router
+        router.add_get("/health", self._handle_health)
+        router.add_get("/metrics", self._handle_metrics)
+        router.add_get("/v1/models", self._handle_models)
+        router.add_post("/v1/completions", self._handle_completion)
         self._add_routes(router)
+        self.backend_port = await self._serve(engine)
+        self.backend_url = f"http://127.0.0.1:{self.backend_port}"
+        self.agent = Agent(
+            AgentConfig(backend_url=self.backend_url, build_info_path=None),
+            self.spec.build_info(),
+        )
+        self.port = await self._serve(self.agent.app(middlewares=[self._guard(backend=False)]))
+        self.url = f"http://127.0.0.1:{self.port}"
+        loop = asyncio.get_running_loop()
+        self._ready_timer = loop.call_later(self._clock.real(load_seconds), self._loaded)
+
+    async def _serve(self, app: web.Application) -> int:
+        """Listen with `app` on a free loopback port; the port."""
         # handler_cancellation: a client that hangs up cancels its handler, which is how a
         # streamed request gets aborted, and how HANG and CLOSE handlers end.
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_SECONDS
         )
         await runner.setup()
+        self._runners.append(runner)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         await web.SockSite(runner, sock).start()
-        self._runner = runner
-        loop = asyncio.get_running_loop()
-        self._ready_timer = loop.call_later(self._clock.real(load_seconds), self._loaded)
+        port: int = sock.getsockname()[1]
+        return port
 
     def _loaded(self) -> None:
         self.ready = True
 
     async def _close(self) -> None:
-        """Close the port; requests in flight end with their connection."""
+        """Close both ports, the agent's first; requests in flight end with their
+        connection."""
         if self._ready_timer is not None:
             self._ready_timer.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        runners, self._runners = self._runners, []
+        for runner in reversed(runners):
+            await runner.cleanup()
         await self._engine.close()
         self.ready = False
 
     # Handlers --------------------------------------------------------------------------
 
-    def _guarded(self, handler: _Handler) -> _Handler:
-        """`handler` behind the faults every endpoint has and the 503 while loading."""
+    def _guard(self, *, backend: bool) -> Middleware:
+        """The faults of one port (the engine's with `backend`, else the agent's); the
+        engine also answers 503 while its model loads."""
 
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            if self.fault in (Fault.HANG, Fault.CLOSE):
-                return await self._never_answer(request)
-            if not self.ready:
+        @web.middleware
+        async def guard(request: web.Request, handler: _Handler) -> web.StreamResponse:
+            fault = self.backend_fault if backend else self.fault
+            if fault in (Fault.HANG, Fault.CLOSE):
+                return await self._never_answer(request, fault)
+            if backend and not self.ready:
                 return self._loading()
+            path = request.path
+            if fault is Fault.HTTP_500 and path in ("/metrics", "/v1/completions"):
+                if path != "/metrics":
+                    self.stats.errors += 1
+                return self._error(500, "Internal Server Error")
+            if path == "/metrics":
+                if fault is Fault.GARBAGE:
+                    return self._garbage()
+                if fault is Fault.SLOW_METRICS:
+                    await asyncio.sleep(SLOW_METRICS_DELAY)
             return await handler(request)
 
-        return guarded
+        return guard
 
-    async def _never_answer(self, request: web.Request) -> web.StreamResponse:
+    @staticmethod
+    async def _never_answer(request: web.Request, fault: Fault) -> web.StreamResponse:
         """Park until aiohttp cancels the handler: the client left or the replica stopped."""
-        if self.fault is Fault.CLOSE and request.transport is not None:
+        if fault is Fault.CLOSE and request.transport is not None:
             request.transport.close()
         forever: asyncio.Future[web.StreamResponse] = asyncio.get_running_loop().create_future()
         return await forever
@@ -663,12 +721,6 @@ class EmulatedReplica(ABC):
         return web.json_response({"object": "list", "data": [self._model_card()]})
 
     async def _handle_metrics(self, _: web.Request) -> web.StreamResponse:
-        if self.fault is Fault.HTTP_500:
-            return self._error(500, "Internal Server Error")
-        if self.fault is Fault.GARBAGE:
-            return self._garbage()
-        if self.fault is Fault.SLOW_METRICS:
-            await asyncio.sleep(SLOW_METRICS_DELAY)
         await self._before_metrics()
         return self._metrics_response(self._recorder.render(self._engine))
 
@@ -681,9 +733,6 @@ class EmulatedReplica(ABC):
         return web.Response(body=rng.randbytes(rng.randint(16, 4096)))
 
     async def _handle_completion(self, request: web.Request) -> web.StreamResponse:
-        if self.fault is Fault.HTTP_500:
-            self.stats.errors += 1
-            return self._error(500, "Internal Server Error")
         try:
             params = _parse_params(await request.json())
         except ValueError as error:  # json.JSONDecodeError included
@@ -804,7 +853,7 @@ class _LlamaServer(EmulatedReplica):
         return _LlamaCppMetrics(self.profile.slots)
 
     def _add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/props", self._guarded(self._handle_props))
+        router.add_get("/props", self._handle_props)
 
     async def _handle_props(self, _: web.Request) -> web.StreamResponse:
         settings = {

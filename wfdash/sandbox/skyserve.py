@@ -682,7 +682,15 @@ class SkyServeEmulator:
             instance_type=instance,
             slots=replica.spec.slots,
             seed=self._seed * 1000 + replica.replica_id,
+            cache_version=replica.spec.cache_version,
+            cache_hit=replica.cache_hit,
+            build_seconds=self._setup_seconds(replica.cache_hit),
         )
+
+    def _setup_seconds(self, cache_hit: bool) -> float:
+        """How long the emulated setup's build step takes (what build info reports)."""
+        t = self.timings
+        return t.setup_cache_hit if cache_hit else t.setup_cache_miss
 
     def _begin_provisioning(self, service: _Service, replica: _Replica, now: float) -> None:
         t = self.timings
@@ -901,6 +909,9 @@ class SkyServeEmulator:
                 backend=cluster.backend,
                 instance_type=cluster.offer.instance_type,
                 seed=self._seed * 1000 + 999,
+                cache_version=cluster.cache_version,
+                cache_hit=cluster.cache_hit,
+                build_seconds=self._setup_seconds(cluster.cache_hit),
             )
             cluster.emulated = await self.host.start_replica(spec)
             cluster.phase = "serving"
