@@ -9,12 +9,14 @@ while the tests run, so a regression that reaches the network fails here instead
 hanging offline.
 
 The setup/run scripts are checked with ``bash -n`` and then run against stub binaries
-(fake llama-server/vllm, apt-get/git/... that fail) in a temporary HOME: the cache key,
-the cache hit/miss paths and the server command lines.
+(fake llama-server/vllm and agent, apt-get/git/... that fail) in a temporary HOME: the
+cache key, the cache hit/miss paths, the build info setup writes for the agent, and the
+command lines: the wfdash agent on the public port, the backend behind it on loopback.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -38,6 +40,7 @@ INFERENCE = {
 }
 ALL_TASK_YAMLS = [SERVICE, *(SKYPILOT_DIR / "inference" / name for name in INFERENCE)]
 INFERENCE_ENVS = ("MODEL_REPO", "QUANT_TYPE", "NUM_THREADS", "CTX_SIZE", "PORT", "CACHE_VERSION")
+AGENT_MOUNT = "~/.wfdash/agent-src/wfdash/agent"
 STUB_FAIL_RC = 97
 BASH = "/bin/bash" if Path("/bin/bash").exists() else "bash"
 
@@ -91,6 +94,14 @@ def test_scripts_parse_with_bash_n(path: Path, section: str) -> None:
     script = _raw(path)[section]
     proc = subprocess.run([BASH, "-n"], input=script, text=True, capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("path", ALL_TASK_YAMLS, ids=lambda p: p.name)
+def test_the_agent_is_copied_to_every_replica(path: Path) -> None:
+    mounts = _task(path).file_mounts
+    assert mounts == {AGENT_MOUNT: "wfdash/agent"}
+    # Relative to where `sky serve up` / `sky launch` run: the repository's root.
+    assert (ROOT / mounts[AGENT_MOUNT] / "__main__.py").is_file()
 
 
 def test_ssh_node_pools_example_is_a_hetzner_base_pool() -> None:
@@ -212,13 +223,23 @@ def _write_exe(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
+# The agent's venv python as setup leaves it: `-c 'import aiohttp'` works; started as the
+# agent, it writes down its command line and environment.
+FAKE_AGENT_PYTHON = """\
+if [ "$1" = -c ]; then exit 0; fi
+{ printf "AGENT %s\\n" "$@"; echo "AGENT_PYTHONPATH=$PYTHONPATH"; } > "$HOME/agent-args.tmp"
+mv "$HOME/agent-args.tmp" "$HOME/agent-args"
+"""
+
+
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Path:
-    """A HOME, and a PATH whose network/package tools fail loudly."""
+    """A HOME with the agent's venv, and a PATH whose network/package tools fail loudly."""
     home = tmp_path / "home"
     home.mkdir()
     for tool in ("apt-get", "sudo", "git", "wget", "python3", "python", "pip", "curl"):
         _write_exe(tmp_path / "stubs" / tool, f'echo "stub {tool} $*" >&2\nexit {STUB_FAIL_RC}\n')
+    _write_exe(home / ".wfdash/agent-venv/bin/python", FAKE_AGENT_PYTHON)
     return tmp_path
 
 
@@ -234,6 +255,8 @@ def _run(sandbox: Path, script: str, envs: dict[str, str]) -> subprocess.Complet
 
 
 FAKE_SERVER = (
+    # The agent starts in the background first: wait until it has written its arguments.
+    'for _ in $(seq 100); do [ -f "$HOME/agent-args" ] && break; sleep 0.05; done\n'
     'printf "ARG %s\\n" "$@"\n'
     'echo "ENV_METRICS=$LLAMA_ARG_ENDPOINT_METRICS"\n'
     'echo "ENV_PARALLEL=$LLAMA_ARG_N_PARALLEL"\n'
@@ -242,6 +265,34 @@ FAKE_SERVER = (
 
 def _args(stdout: str) -> list[str]:
     return [line[4:] for line in stdout.splitlines() if line.startswith("ARG ")]
+
+
+def _agent_args(sandbox: Path) -> tuple[list[str], str]:
+    """The agent's command line and PYTHONPATH, as the fake agent wrote them down."""
+    lines = (sandbox / "home/agent-args").read_text().splitlines()
+    args = [line[6:] for line in lines if line.startswith("AGENT ")]
+    (pythonpath,) = [
+        line.split("=", 1)[1] for line in lines if line.startswith("AGENT_PYTHONPATH=")
+    ]
+    return args, pythonpath
+
+
+def _check_agent_in_front(sandbox: Path, backend_args: list[str]) -> None:
+    """The agent listens on the public port (8080, the probed one) and relays to the
+    backend, which listens on loopback only, on another port."""
+    args, pythonpath = _agent_args(sandbox)
+    assert args[:2] == ["-m", "wfdash.agent"]
+    assert args[args.index("--port") + 1] == "8080"
+    backend_port = backend_args[backend_args.index("--port") + 1]
+    assert backend_port != "8080"
+    assert backend_args[backend_args.index("--host") + 1] == "127.0.0.1"
+    assert args[args.index("--backend") + 1] == f"http://127.0.0.1:{backend_port}"
+    assert pythonpath == str(sandbox / "home/.wfdash/agent-src")
+
+
+def _build_info(sandbox: Path) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads((sandbox / "home/.wfdash/build-info.json").read_text())
+    return info
 
 
 def _bitnet_dir(sandbox: Path, envs: dict[str, str], version: str | None = None) -> Path:
@@ -274,6 +325,17 @@ def test_setup_cache_hit_skips_the_build_and_new_version_rebuilds(
     assert hit.returncode == 0, hit.stderr
     assert "cache hit" in hit.stdout
     assert "stub" not in hit.stderr
+    info = _build_info(sandbox)
+    assert info == {
+        "backend": "bitnet",
+        "model": envs["MODEL_REPO"],
+        "quant_type": envs["QUANT_TYPE"],
+        "cache_version": envs["CACHE_VERSION"],
+        "cache_hit": True,
+        "build_seconds": info["build_seconds"],
+    }
+    assert isinstance(info["build_seconds"], int) and 0 <= info["build_seconds"] < 30
+    assert (sandbox / "home/.wfdash/agent-src/wfdash/__init__.py").is_file()
 
     # `--env CACHE_VERSION=v2`: a cache miss that starts a fresh build (here: the first
     # stubbed package/network tool fails).
@@ -284,7 +346,18 @@ def test_setup_cache_hit_skips_the_build_and_new_version_rebuilds(
 
 
 @pytest.mark.parametrize("path", ALL_TASK_YAMLS, ids=lambda p: p.name)
-def test_run_starts_llama_server_on_8080_with_metrics_env(sandbox: Path, path: Path) -> None:
+def test_setup_installs_the_agent_when_its_venv_is_missing(sandbox: Path, path: Path) -> None:
+    raw = _raw(path)
+    envs = {k: str(v) for k, v in raw["envs"].items()}
+    _fake_build(sandbox, envs)
+    (sandbox / "home/.wfdash/agent-venv/bin/python").unlink()
+    proc = _run(sandbox, raw["setup"], envs)
+    assert proc.returncode == STUB_FAIL_RC
+    assert "stub python3 -m venv" in proc.stderr
+
+
+@pytest.mark.parametrize("path", ALL_TASK_YAMLS, ids=lambda p: p.name)
+def test_run_puts_the_agent_on_8080_in_front_of_llama_server(sandbox: Path, path: Path) -> None:
     raw = _raw(path)
     envs = {k: str(v) for k, v in raw["envs"].items()}
     bitnet = _fake_build(sandbox, envs)
@@ -295,8 +368,9 @@ def test_run_starts_llama_server_on_8080_with_metrics_env(sandbox: Path, path: P
     model = args[args.index("-m") + 1]
     quant = envs["QUANT_TYPE"]
     assert model.startswith(str(bitnet / "models")) and model.endswith(f"ggml-model-{quant}.gguf")
-    assert args[args.index("--port") + 1] == "8080"
-    assert args[args.index("--host") + 1] == "0.0.0.0"
+    _check_agent_in_front(sandbox, args)
+    # The opened port (probed by SkyServe, scraped by wfdash) is the agent's.
+    assert all(r.ports == ["8080"] for r in _task(path).resources)
     assert int(args[args.index("-t") + 1]) >= 1  # NUM_THREADS=auto resolved
     ctx = envs.get("CONTEXT_SIZE") or envs["CTX_SIZE"]
     assert args[args.index("-c") + 1] == ctx
@@ -316,11 +390,15 @@ def test_service_run_with_backend_vllm(sandbox: Path) -> None:
     assert hit.returncode == 0, hit.stderr
     assert "vLLM cache hit" in hit.stdout
 
+    info = _build_info(sandbox)
+    assert (info["backend"], info["model"], info["quant_type"]) == ("vllm", envs["VLLM_MODEL"], "")
+    assert info["cache_hit"] is True
+
     proc = _run(sandbox, raw["run"], envs)
     assert proc.returncode == 0, proc.stderr
     args = _args(proc.stdout)
     assert args[:2] == ["serve", envs["VLLM_MODEL"]]
-    assert args[args.index("--port") + 1] == "8080"
+    _check_agent_in_front(sandbox, args)
 
 
 @pytest.mark.parametrize("section", ["setup", "run"])
