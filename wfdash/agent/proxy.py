@@ -79,6 +79,12 @@ _METRICS_ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 MAX_BACKEND_METRICS_BYTES = 8 * 1024 * 1024
 _MAX_HEALTH_BYTES = 64 * 1024
 _PROBE_CONNECTIONS = 8
+# Memory per relayed stream: aiohttp stops reading from the backend once 2 x _READ_BUFFER
+# bytes wait (a socket read can add up to 256 KiB, asyncio's read size, on top), and each
+# write to the client is at most _RELAY_CHUNK, written once the client took the previous
+# ones but 64 KiB (asyncio's write buffer limit).
+_READ_BUFFER = 16 * 1024
+_RELAY_CHUNK = 64 * 1024
 _SHUTDOWN_SECONDS = 1.0
 # A line of the text format: a comment, a blank, or `name{labels} value [timestamp]`.
 _EXPOSITION_LINE = re.compile(
@@ -141,6 +147,7 @@ class Agent:
         }
         self._relay_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.max_connections, limit_per_host=0),
+            read_bufsize=_READ_BUFFER,
             # `connect` would include the wait for a free connection of the pool.
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
@@ -192,7 +199,7 @@ class Agent:
             measured = inference and status < 400
             usage = UsageScanner(upstream.headers.get("Content-Type", "")) if measured else None
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.content.iter_chunked(_RELAY_CHUNK):
                     if queued:
                         queued = False
                         m.queued -= 1
@@ -338,20 +345,22 @@ def exposition_text(raw: bytes) -> str | None:
 def _end_to_end(
     raw: Iterable[tuple[bytes, bytes]], also_drop: frozenset[str] = frozenset()
 ) -> CIMultiDict[str]:
-    """The headers a proxy relays: all but the hop-by-hop ones, as they came."""
-    pairs = [
-        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        for name, value in raw
-    ]
+    """The headers a proxy relays: all but the hop-by-hop ones, as they came (from the raw
+    headers: aiohttp's parsed ones have the case of well-known names normalised)."""
     drop = HOP_BY_HOP | also_drop
-    named = {
-        token.strip().lower()
-        for name, value in pairs
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    skip = drop | named
-    return CIMultiDict((name, value) for name, value in pairs if name.lower() not in skip)
+    relayed: CIMultiDict[str] = CIMultiDict()
+    named: list[str] = []
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("utf-8", "surrogateescape")
+        value = raw_value.decode("utf-8", "surrogateescape")
+        key = name.lower()
+        if key == "connection":
+            named.extend(token.strip() for token in value.split(","))
+        elif key not in drop:
+            relayed.add(name, value)
+    for token in named:
+        relayed.popall(token, None)
+    return relayed
 
 
 class _RelayedResponse(web.StreamResponse):
