@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import os
 import socket
 import time
@@ -43,13 +44,17 @@ async def running_agent(
     *,
     build_info: BuildInfo | None = None,
     clock: Callable[[], float] = time.monotonic,
+    handler_cancellation: bool = True,
     **config: Any,
 ) -> AsyncIterator[tuple[Agent, str]]:
     """An agent on a loopback port in this loop, in front of `backend_url`."""
     settings = replace(AgentConfig(backend_url=backend_url, build_info_path=None), **config)
     agent = Agent(settings, build_info, clock=clock)
     runner = web.AppRunner(
-        agent.app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.1
+        agent.app(),
+        access_log=None,
+        handler_cancellation=handler_cancellation,
+        shutdown_timeout=0.1,
     )
     await runner.setup()
     sock = socket.socket()
@@ -571,9 +576,20 @@ async def test_a_backend_breaking_off_mid_stream_truncates_the_client_too(
 # --------------------------------------------------------------------------- client trouble
 
 
+@pytest.mark.parametrize(
+    ("pause", "cancellation"),
+    [(0.01, True), (0.0, True), (0.0, False)],
+    ids=["paced", "flat-out", "found-by-a-write"],
+)
 async def test_a_client_leaving_mid_stream_cancels_the_backend_request(
     session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    pause: float,
+    cancellation: bool,
 ) -> None:
+    """Whether aiohttp notices the hang-up (and cancels the handler) or a write does, the
+    request counts as cancelled, the backend sees the disconnect, and nothing is logged
+    as an error."""
     backend_saw_disconnect = asyncio.Event()
 
     def routes(r: web.RouteTableDef) -> None:
@@ -583,13 +599,16 @@ async def test_a_client_leaving_mid_stream_cancels_the_backend_request(
             await response.prepare(request)
             try:
                 while True:
-                    await response.write(SSE_EVENTS[0])
-                    await asyncio.sleep(0.01)
+                    await response.write(SSE_EVENTS[0] * (1 if pause else 100))
+                    await asyncio.sleep(pause)
             except (asyncio.CancelledError, ConnectionError):
                 backend_saw_disconnect.set()
                 raise
 
-    async with aiohttp_backend(routes) as backend, running_agent(backend) as (agent, url):
+    async with (
+        aiohttp_backend(routes) as backend,
+        running_agent(backend, handler_cancellation=cancellation) as (agent, url),
+    ):
         port = int(url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
@@ -603,6 +622,7 @@ async def test_a_client_leaving_mid_stream_cancels_the_backend_request(
     assert requests_total(metrics, "/v1/completions", "cancelled") == 1
     assert requests_total(metrics, "/v1/completions", "ok") == 0
     assert sample(metrics, "wfdash_agent_requests_queued") == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     # A cancelled request has no end-to-end latency; its first token did come.
     assert sample(metrics, "wfdash_agent_e2e_request_latency_seconds_count") == 0
     assert sample(metrics, "wfdash_agent_time_to_first_token_seconds_count") == 1

@@ -85,7 +85,6 @@ _PROBE_CONNECTIONS = 8
 # ones but 64 KiB (asyncio's write buffer limit).
 _READ_BUFFER = 16 * 1024
 _RELAY_CHUNK = 64 * 1024
-_SHUTDOWN_SECONDS = 1.0
 # A line of the text format: a comment, a blank, or `name{labels} value [timestamp]`.
 _EXPOSITION_LINE = re.compile(
     r"#[^\n]*|[ \t]*|[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?[ \t]+\S+(?:[ \t]+\S+)?[ \t\r]*"
@@ -178,6 +177,7 @@ class Agent:
         queued = True
         outcome = SERVER_ERROR
         upstream: aiohttp.ClientResponse | None = None
+        response: web.StreamResponse | None = None
         try:
             try:
                 body = await request.read()
@@ -209,7 +209,7 @@ class Agent:
                     if usage is not None:
                         usage.feed(chunk)
             except ConnectionResetError:
-                raise  # the client left (aiohttp's error for it is also a ClientError)
+                raise  # the client left: below (aiohttp's error for it is a ClientError too)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 broke = _failure(exc)
                 m.backend_errors[broke.reason] += 1
@@ -225,10 +225,13 @@ class Agent:
                     m.prompt_tokens += found.prompt_tokens
                     m.completion_tokens += found.completion_tokens
             return response
-        except (asyncio.CancelledError, ConnectionResetError):
-            # The client left: aiohttp cancelled the handler, or a write found it gone.
+        except asyncio.CancelledError:  # the client left: aiohttp cancelled the handler
             outcome = CANCELLED
             raise
+        except ConnectionResetError:  # the client left: a write found it gone
+            outcome = CANCELLED
+            # Whatever is returned is written nowhere; raising would log a traceback.
+            return response if response is not None else web.Response(status=499)
         finally:
             if upstream is not None:
                 upstream.close()  # a no-op once read to the end; else the backend sees it
