@@ -34,11 +34,10 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -54,6 +53,9 @@ from .metrics import (
     route_of,
 )
 from .usage import UsageScanner
+
+if TYPE_CHECKING:  # for annotations only: nothing of aiohttp.typedefs at run time
+    from aiohttp.typedefs import Middleware
 
 log = logging.getLogger("wfdash.agent")
 
