@@ -32,16 +32,9 @@ import httpx
 
 from tests import records
 from wfdash.collect.events import Event
-from wfdash.collect.poller import (
-    ClusterView,
-    EndpointView,
-    Poller,
-    PollerConfig,
-    ReplicaView,
-    ServiceView,
-    Snapshot,
-)
+from wfdash.collect.poller import Poller, PollerConfig
 from wfdash.collect.scrape import Scraper
+from wfdash.collect.snapshot import ClusterView, EndpointView, ReplicaView, ServiceView, Snapshot
 from wfdash.collect.source import SourceError
 from wfdash.sandbox.exposition import (
     LlamaCppCounters,

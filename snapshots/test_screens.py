@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from snapshots import fixtures
-from wfdash.collect.poller import Snapshot
+from wfdash.collect.snapshot import Snapshot
 from wfdash.ui.app import WfdashApp
 
 WIDE = (160, 48)

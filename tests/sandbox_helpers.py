@@ -17,8 +17,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from wfdash.collect.poller import Poller, PollerConfig, ReplicaView, ServiceView, Snapshot
+from wfdash.collect.poller import Poller, PollerConfig
 from wfdash.collect.scrape import Scraper
+from wfdash.collect.snapshot import ReplicaView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.sandbox.fleet import Sandbox, SandboxConfig
 from wfdash.sandbox.skyserve import ReplicaPolicy, Timings, _Replica

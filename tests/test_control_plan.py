@@ -13,7 +13,7 @@ import yaml
 from tests import records
 from wfdash.collect.events import EventKind
 from wfdash.collect.mapping import map_clusters, map_services
-from wfdash.collect.poller import ClusterView, ServiceView, Snapshot
+from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.control.actions import (
     Action,

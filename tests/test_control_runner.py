@@ -14,7 +14,7 @@ import pytest
 from tests import records
 from wfdash.collect.events import Event, EventKind
 from wfdash.collect.mapping import map_services
-from wfdash.collect.poller import ServiceView, Snapshot
+from wfdash.collect.snapshot import ServiceView, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.control.actions import Action, Down, Scale, SwitchBackend, TerminateReplica
 from wfdash.control.errors import ActionCancelled, ActionError

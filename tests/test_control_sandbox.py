@@ -28,7 +28,7 @@ from tests.sandbox_helpers import (
 from wfdash.collect.dialects import Dialect
 from wfdash.collect.events import EventKind
 from wfdash.collect.model import Layer, ReplicaStatus
-from wfdash.collect.poller import Snapshot
+from wfdash.collect.snapshot import Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.control.actions import Action, LaunchReplica, RebuildCache, Scale, SwitchBackend
 from wfdash.control.plan import DeploymentFiles, Plan, plan_action

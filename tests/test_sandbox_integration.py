@@ -40,8 +40,7 @@ from tests.sandbox_helpers import (
 from wfdash.collect.dialects import Dialect
 from wfdash.collect.events import INFERRED_NOTE, Event, EventKind
 from wfdash.collect.model import Cluster, Layer, ReplicaStatus
-from wfdash.collect.poller import Snapshot
-from wfdash.collect.scrape import ScrapeError
+from wfdash.collect.snapshot import ScrapeError, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.pricing import BURST_OFFERS, cheapest_ondemand, cheapest_spot
 from wfdash.sandbox.clock import SimClock

@@ -6,7 +6,8 @@ import socket
 import time
 
 from tests import fault_server as fs
-from wfdash.collect.scrape import ScrapeError, Scraper, metrics_url
+from wfdash.collect.scrape import Scraper, metrics_url
+from wfdash.collect.snapshot import ScrapeError
 
 GOOD = b"llamacpp:prompt_tokens_total 10\n"
 

@@ -40,8 +40,9 @@ from wfdash.collect.events import EventKind
 from wfdash.collect.mapping import map_clusters, map_services
 from wfdash.collect.model import Health, Layer, ReplicaStatus, ServiceStatus
 from wfdash.collect.poller import Poller, PollerConfig
-from wfdash.collect.scrape import ScrapeError, Scraper
+from wfdash.collect.scrape import Scraper
 from wfdash.collect.skypilot_source import SkyPilotStatusSource
+from wfdash.collect.snapshot import ScrapeError
 from wfdash.collect.source import SourceError
 
 ENDPOINT_ENV = skylet_constants.SKY_API_SERVER_URL_ENV_VAR  # SKYPILOT_API_SERVER_ENDPOINT

@@ -44,7 +44,7 @@ from tests.test_skypilot_contract import (
 )
 from wfdash.collect.events import EventKind
 from wfdash.collect.mapping import map_clusters, map_services
-from wfdash.collect.poller import ClusterView, ServiceView, Snapshot
+from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.control.actions import (
     Action,

@@ -19,8 +19,9 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from snapshots import fixtures
-from wfdash.collect.poller import Poller, PollerConfig, Snapshot
+from wfdash.collect.poller import Poller, PollerConfig
 from wfdash.collect.scrape import Scraper
+from wfdash.collect.snapshot import Snapshot
 from wfdash.ui.app import PlotView, WfdashApp
 from wfdash.ui.replica_table import ReplicaTable
 from wfdash.ui.screens import HelpScreen, ReplicaDetailScreen

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wfdash import __version__
-from wfdash.collect.poller import Poller, Snapshot
-from wfdash.collect.scrape import Scraper
 from wfdash.collect.skypilot_source import SkyPilotStatusSource
+from wfdash.collect.snapshot import Snapshot
 from wfdash.collect.source import StatusSource
 from wfdash.collect.store import EventStore, EventStoreError, default_state_dir
 from wfdash.config import Config, ConfigError, describe_settings, load_config
 from wfdash.report import render_text
 
 if TYPE_CHECKING:
+    from wfdash.collect.poller import Poller
     from wfdash.control.plane import ControlPlane
     from wfdash.sandbox.fleet import SandboxThread
 
@@ -100,6 +100,10 @@ def _emit(snapshot: Snapshot, as_json: bool, *, pretty: bool = True) -> None:
 
 
 def make_poller(source: StatusSource, config: Config, store: EventStore) -> Poller:
+    # Imported here: the HTTP client must not delay the dashboard's first paint.
+    from wfdash.collect.poller import Poller
+    from wfdash.collect.scrape import Scraper
+
     scraper = Scraper(
         timeout=config.scrape_timeout,
         concurrency=config.scrape_concurrency,

@@ -21,7 +21,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from pydantic import (
@@ -34,7 +34,9 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from wfdash.collect.poller import PollerConfig
+if TYPE_CHECKING:
+    from wfdash.collect.poller import PollerConfig
+
 
 CONFIG_ENV = "WFDASH_CONFIG"
 ENV_PREFIX = "WFDASH_"
@@ -127,6 +129,8 @@ class Config(BaseModel):
         return value
 
     def poller_config(self) -> PollerConfig:
+        from wfdash.collect.poller import PollerConfig
+
         return PollerConfig(
             metrics_interval=self.interval,
             status_interval=self.status_interval,

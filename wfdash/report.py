@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from wfdash.collect.poller import ReplicaView, ServiceView, Snapshot
+from wfdash.collect.snapshot import ReplicaView, ServiceView, Snapshot
 from wfdash.format import DASH as _DASH
 from wfdash.format import fmt_num, fmt_seconds
 

@@ -635,7 +635,7 @@ def bench_imports(report: Report, runs: int, tmp_root: Path) -> None:
             name, value = item.split("=")
             extra.setdefault(name, []).append(float(value))
     names = (
-        "import wfdash.cli (httpx, pydantic, poller, events, config)",
+        "import wfdash.cli (pydantic, models, events, config; no httpx)",
         "+ import wfdash.sandbox.fleet (aiohttp, emulator)",
         "+ import wfdash.ui.app (textual, plotext, widgets)",
     )
@@ -1230,7 +1230,7 @@ class FleetGen:
             self._view(r)
 
     def _view(self, r: Any) -> None:
-        from wfdash.collect.poller import ReplicaView
+        from wfdash.collect.snapshot import ReplicaView
 
         s = self.state.get(r.key)
         if s is None:
@@ -1282,7 +1282,7 @@ class FleetGen:
 
     def snapshot(self) -> Any:
         from wfdash.collect.model import Health, ReplicaPolicy, Service, ServiceStatus
-        from wfdash.collect.poller import ServiceView, Snapshot
+        from wfdash.collect.snapshot import ServiceView, Snapshot
 
         if not hasattr(self, "_service"):
             n = len(self.replicas)

@@ -18,21 +18,11 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import httpx
 
 from wfdash.collect.redact import redact_text
-
-
-class ScrapeError(StrEnum):
-    TIMEOUT = "timeout"
-    REFUSED = "refused"
-    HTTP = "http"
-    TOO_LARGE = "too-large"
-    UNPARSABLE = "unparsable"
-    NETWORK = "network"
-    NO_ENDPOINT = "no-endpoint"
+from wfdash.collect.snapshot import ScrapeError
 
 
 @dataclass(frozen=True, slots=True)

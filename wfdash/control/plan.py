@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from wfdash.collect.model import Cluster, Layer, Replica, ReplicaStatus, Service, ServiceStatus
-from wfdash.collect.poller import ClusterView, ServiceView, Snapshot
 from wfdash.collect.redact import redact_tree
+from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.control.actions import (
     Action,
     Down,

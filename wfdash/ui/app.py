@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.text import Text
 from textual import on
@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from wfdash.collect.events import Event
-from wfdash.collect.poller import Poller, ReplicaView, ServiceView, Snapshot
+from wfdash.collect.snapshot import ReplicaView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.cost import FleetCost, service_cost
 from wfdash.ui import panels
@@ -37,6 +37,9 @@ from wfdash.ui.poller_thread import PollerThread
 from wfdash.ui.replica_table import COLUMNS, ReplicaTable, Styles, arrange
 from wfdash.ui.screens import HelpScreen, ReplicaDetailScreen
 from wfdash.ui.themes import load_themes, rich_color, variable_defaults
+
+if TYPE_CHECKING:
+    from wfdash.collect.poller import Poller
 
 T = TypeVar("T")
 

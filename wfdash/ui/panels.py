@@ -14,7 +14,7 @@ from rich.text import Text
 
 from wfdash.collect.events import Event, EventKind
 from wfdash.collect.model import Health, Layer, ReplicaStatus
-from wfdash.collect.poller import ClusterView, ServiceView, Snapshot
+from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.cost import FleetCost
 from wfdash.format import DASH, fmt_age, fmt_money, fmt_num, fmt_seconds, fmt_share
 

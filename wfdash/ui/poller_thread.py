@@ -12,8 +12,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from wfdash.collect.poller import Poller, Snapshot
+from wfdash.collect.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from wfdash.collect.poller import Poller
 
 
 class PollerThread:

@@ -14,7 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static
 
 from wfdash.collect.events import Event
-from wfdash.collect.poller import ReplicaView
+from wfdash.collect.snapshot import ReplicaView
 from wfdash.format import DASH, fmt_age
 from wfdash.ui.panels import Palette, event_lines
 
