@@ -188,6 +188,9 @@ class FakeSkyPilotApiServer:
     seen: list[SeenRequest] = field(default_factory=list)
     tasks: dict[str, requests_lib.Request] = field(default_factory=dict)
     logs: dict[str, list[str]] = field(default_factory=dict)  # by request id
+    # Uploaded file-mount zips (the client's /upload_v2 protocol), by blob id.
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    _chunks: dict[str, dict[int, bytes]] = field(default_factory=dict)
     _done: dict[str, threading.Event] = field(default_factory=dict)
     _cancel: dict[str, threading.Event] = field(default_factory=dict)
     _current: threading.local = field(default_factory=threading.local)
@@ -272,6 +275,8 @@ class FakeSkyPilotApiServer:
         app.router.add_get("/api/get", self._api_get)
         app.router.add_get("/api/stream", self._api_stream)
         app.router.add_post("/validate", self._validate)
+        app.router.add_get("/upload_v2/blob", self._blob_exists)
+        app.router.add_post("/upload_v2", self._upload_chunk)
         for path in _ROUTES:
             app.router.add_post(path, self._schedule)
         app.router.add_route("*", "/_sink/{tail:.*}", self._sink)
@@ -280,6 +285,21 @@ class FakeSkyPilotApiServer:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self._port = self._runner.addresses[0][1]
+
+    # --- file mounts: sky.client.common.upload_mounts_to_api_server -----------------
+
+    async def _blob_exists(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"exists": request.query["blob_id"] in self.uploads})
+
+    async def _upload_chunk(self, request: web.Request) -> web.StreamResponse:
+        upload_id = request.query["upload_id"]
+        total = int(request.query["total_chunks"])
+        chunks = self._chunks.setdefault(upload_id, {})
+        chunks[int(request.query["chunk_index"])] = await request.read()
+        if len(chunks) < total:
+            return web.json_response({"status": responses.UploadStatus.UPLOADING.value})
+        self.uploads[upload_id] = b"".join(chunks[i] for i in range(total))
+        return web.json_response({"status": responses.UploadStatus.COMPLETED.value})
 
     # --- middleware: request ids and the version handshake ---------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,7 @@ def test_scale_updates_the_service_with_the_deployed_task_and_new_policy(
 
     assert result == "update scheduled as version 4; replicas update in the background"
     # validate + optimize before the update, as `sky serve update` does them.
-    assert posted(server) == ["/validate", "/optimize", "/serve/update"]
+    assert posted(server) == ["/validate", "/optimize", "/upload_v2", "/serve/update"]
     [body] = server.bodies("/serve/update")
     assert (body["service_name"], body["mode"]) == (SERVICE, "rolling")
     # The request id from the response header: its log streamed, then its result fetched.
@@ -308,7 +309,11 @@ def test_launch_sends_the_inference_task_and_streams_its_log(
     result, lines = execute(plan, deploy)
 
     assert result == "ie-h3 is up, server running as job 1"
-    assert posted(server) == ["/validate", "/launch"]
+    assert posted(server) == ["/validate", "/upload_v2", "/launch"]
+    # The replica agent goes with the task, from wherever wfdash is installed.
+    [upload] = server.uploads.values()
+    with zipfile.ZipFile(io.BytesIO(upload)) as archive:
+        assert any(name.endswith("wfdash/agent/__main__.py") for name in archive.namelist())
     [body] = server.bodies("/launch")
     assert body["cluster_name"] == "ie-h3"
     assert not body["no_setup"] and not body["fast"]  # setup runs (the build)
@@ -329,7 +334,7 @@ def test_cluster_rebuild_stops_the_server_then_relaunches_with_a_new_cache_versi
     result, _ = execute(plan, deploy)
 
     assert result == "ie-c3d is up, server running as job 1"
-    assert posted(server) == ["/cancel", "/validate", "/launch"]
+    assert posted(server) == ["/cancel", "/validate", "/upload_v2", "/launch"]
     [cancel] = server.bodies("/cancel")
     assert (cancel["cluster_name"], cancel["all"]) == ("ie-c3d", True)
     [launch] = server.bodies("/launch")

@@ -22,6 +22,24 @@ from wfdash.control.profiles import LaunchProfile
 MASK = "***"
 
 
+# The directory holding the wfdash package: a checkout's root, or site-packages.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+
+def _local_source(source: object) -> object:
+    """A file mount's local source as an absolute path when it names wfdash's own files.
+
+    The YAMLs ship the replica agent as ``wfdash/agent``, relative to the repository
+    root, as `sky launch` run from there reads it. wfdash may run from anywhere, or from
+    an installed wheel (where skypilot/ is package data): resolve such a path against the
+    directory that holds the installed ``wfdash`` package instead.
+    """
+    if not isinstance(source, str) or "://" in source or source.startswith(("/", "~")):
+        return source
+    candidate = _PACKAGE_PARENT / source
+    return str(candidate) if candidate.exists() else source
+
+
 @dataclass(frozen=True)
 class DeploymentFiles:
     """The ``skypilot/`` directory, and the environment secrets are taken from."""
@@ -61,6 +79,9 @@ class DeploymentFiles:
             raise ActionError(f"{self.display(path)} is not valid YAML{where}") from exc
         if not isinstance(tree, dict):
             raise ActionError(f"{self.display(path)} is not a task YAML (not a mapping)")
+        mounts = tree.get("file_mounts")
+        if isinstance(mounts, dict):
+            tree["file_mounts"] = {dst: _local_source(src) for dst, src in mounts.items()}
         return tree
 
     @staticmethod
