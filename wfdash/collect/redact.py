@@ -27,8 +27,11 @@ _SECRET_VALUE = re.compile(
 )
 # Free text (error messages, URLs, log lines): the secret part after a telling word.
 _SECRET_IN_TEXT = re.compile(
-    r"(?i)(bearer\s+|(?:token|api[_-]?key|password|secret)[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,;]+)"
+    r"(?i)(bearer\s+|(?:token|api[_-]?key|password|secret)[\"']?\s*[=:]\s*[\"']?)"
+    r"([^\s\"'&,;)\]}>]+)"
 )
+# user:password@ in a URL (an API server endpoint, a proxy, a git remote).
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^@\s/]+@")
 # Sections whose every value is a secret, wherever they appear in a task YAML.
 _SECRET_SECTIONS = frozenset({"secrets", "headers"})
 
@@ -46,7 +49,8 @@ def mask_value(name: str, value: object) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask bearer tokens and ``token=...``-style values inside free text."""
+    """Mask bearer tokens, ``token=...``-style values and URL passwords in free text."""
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
     return _SECRET_IN_TEXT.sub(lambda m: m.group(1) + MASK, text)
 
 
