@@ -47,7 +47,7 @@ def _text(value: str | None) -> tuple[int, float | str]:
 COLUMNS: tuple[Column, ...] = (
     Column("id", "ID", 4, lambda v: (0, v.replica.replica_id)),
     Column("layer", "LAYER", 5, lambda v: _text(v.replica.layer.value)),
-    Column("infra", "INFRA", 20, lambda v: _text(v.replica.infra)),
+    Column("infra", "INFRA", 18, lambda v: _text(v.replica.infra)),
     Column("instance", "INSTANCE", 15, lambda v: _text(v.replica.instance_type)),
     Column("spot", "SPOT", 4, lambda v: (0, int(v.replica.is_spot))),
     Column("status", "STATUS", 20, lambda v: _text(v.replica.status.value)),
@@ -56,14 +56,26 @@ COLUMNS: tuple[Column, ...] = (
         "backend", "BACKEND", 8, lambda v: _text(v.metrics.dialect.value if v.metrics else None)
     ),
     Column("qps", "QPS", 5 + SPARK_WIDTH + 1, lambda v: _num(v.metrics.qps if v.metrics else None)),
-    Column("ttft", "TTFT p95", 11, lambda v: _num(_ttft(v)[0])),
-    Column("tps", "tok/s", 7, lambda v: _num(v.metrics.gen_tps if v.metrics else None)),
-    Column("queue", "BUSY/Q", 7, lambda v: _num(v.metrics.waiting if v.metrics else None)),
+    Column("ttft", "TTFT p95", 10, lambda v: _num(_ttft(v)[0])),
+    Column("tps", "tok/s", 6, lambda v: _num(v.metrics.gen_tps if v.metrics else None)),
+    Column("queue", "BUSY/Q", 6, lambda v: _num(v.metrics.waiting if v.metrics else None)),
+    Column("cache", "CACHE", 7, lambda v: _text(build_label(v))),
     Column(
-        "scrape", "SCRAPE", 16, lambda v: _text(v.scrape_error.value if v.scrape_error else None)
+        "scrape", "SCRAPE", 12, lambda v: _text(v.scrape_error.value if v.scrape_error else None)
     ),
 )
 SORT_KEYS = {column.key: column for column in COLUMNS}
+
+
+def build_label(view: ReplicaView) -> str | None:
+    """'v3 hit' / 'v4 miss': the replica's CACHE_VERSION and whether its BitNet.cpp
+    build came from the cache (reported by the wfdash agent), None when unknown."""
+    m = view.metrics
+    if m is None or m.cache_version is None:
+        return None
+    if m.cache_hit is None:
+        return m.cache_version
+    return m.cache_version + (" hit" if m.cache_hit else " miss")
 
 
 def _ttft(view: ReplicaView) -> tuple[float | None, bool]:
@@ -156,6 +168,10 @@ def row_cells(view: ReplicaView, now: float, styles: Styles, *, ascii: bool) -> 
         Text(ttft_text + (" est" if estimated and ttft is not None else ""), style=metric_style),
         Text(fmt_num(m.gen_tps if m else None, 1), style=metric_style, justify="right"),
         Text(busy, style=metric_style, justify="right"),
+        Text(
+            build_label(view) or DASH,
+            style=styles.launching if m is not None and m.cache_hit is False else "",
+        ),
         scrape,
     )
 

@@ -57,9 +57,10 @@ class HelpScreen(ModalScreen[None]):
             "Layers: [b]base[/b] = fixed-cost Hetzner SSH node pool, "
             "[b]burst[/b] = cloud spot/on-demand.\n"
             "— means unknown (never 0). Dimmed numbers are stale: the last scrape failed.\n"
-            "~1.2s est: llama.cpp has no TTFT histogram; wfdash estimates the prefill of a\n"
-            "128-token prompt from its counters. QPS of llama.cpp replicas is unknown: their\n"
-            "sparkline shows generated tokens/s instead.\n"
+            "With the wfdash agent in front of a replica (CACHE shows its build: v3 hit),\n"
+            "QPS, errors and TTFT are measured by the agent. Without it, llama.cpp has no\n"
+            "request counter or TTFT histogram: QPS is —, the sparkline shows tokens/s and\n"
+            "~1.2s est is the prefill of a 128-token prompt estimated from its counters.\n"
             "Header: ready/total replicas, health derived from the replicas, hourly cost,\n"
             "and LIVE / PAUSED / STALE (how old the shown status is).\n"
             "\n[b]Changing the service[/b]\n"
@@ -143,6 +144,7 @@ def detail_text(
         ("endpoint", r.endpoint or DASH),
         ("up for", fmt_age(now - r.launched_at) if r.launched_at else DASH),
         ("last scrape", _scrape_text(view)),
+        ("build", _build_text(view)),
     ]
     for label, value in rows:
         text.append(f"  {label:<18}", style=palette.dim)
@@ -182,6 +184,21 @@ def detail_text(
     text.append("\nEvents\n", style="bold")
     text.append_text(event_lines(events, palette, limit=50))
     return text
+
+
+def _build_text(view: ReplicaView) -> str:
+    m = view.metrics
+    if m is None or m.cache_version is None:
+        return f"{DASH} (no wfdash agent on this replica)"
+    outcome = (
+        "cache unknown"
+        if m.cache_hit is None
+        else "cache hit"
+        if m.cache_hit
+        else "cache miss: BitNet.cpp was built"
+    )
+    took = f", setup build took {fmt_age(m.build_seconds)}" if m.build_seconds else ""
+    return f"CACHE_VERSION {m.cache_version}, {outcome}{took}"
 
 
 def _scrape_text(view: ReplicaView) -> str:
