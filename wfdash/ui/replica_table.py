@@ -400,7 +400,8 @@ class ReplicaTable(ScrollView, can_focus=True):
             segments = row_segments(cells)
             if segments is None:
                 segments = list(row_line(cells).render(self.app.console))
-            strip = Strip(segments).apply_style(self._base_style())
+            # Merged runs: the terminal gets one colour code per run, not per segment.
+            strip = Strip(segments).apply_style(self._base_style()).simplify()
             self._drawn[key] = (view, self._now, strip)
         if index == self.cursor_row:
             cursor = self._base_style("replica-table--cursor")
