@@ -21,7 +21,9 @@ STYLES = Styles(
     burst="#f778ba",
     spark="#58a6ff",
 )
-ANSI = Styles("green", "yellow", "bold red", "red", "magenta", "bright_black", "blue", "cyan", "blue")
+ANSI = Styles(
+    "green", "yellow", "bold red", "red", "magenta", "bright_black", "blue", "cyan", "blue"
+)
 
 
 def cells_of(snapshot_name: str, *, ascii: bool, styles: Styles) -> list[tuple[Text, ...]]:
