@@ -374,7 +374,9 @@ class WfdashApp(App[int]):
         # The timer can fire once more while the app shuts down and its widgets are gone.
         with contextlib.suppress(NoMatches):
             self._tick_header()
-            if self.flows.records:
+            if self.flows.records and (
+                self._main.query_one("#actions").display or isinstance(self.screen, ActionsScreen)
+            ):
                 self.render_actions()  # elapsed times, and finished ones leave the panel
 
     def _tick_header(self) -> None:
@@ -478,8 +480,8 @@ class WfdashApp(App[int]):
         return True
 
     def may_change(self) -> bool:
-        """False in read-only mode: the one switch every mutating key, command and
-        preview goes through (the ActionRunner refuses on its own as well)."""
+        """False in read-only mode: the one switch the mutating keys and palette commands
+        go through (the ActionRunner refuses on its own as well)."""
         return not self.read_only
 
     # The control flows (wfdash.ui.flows): each ends in a preview the user confirms.
