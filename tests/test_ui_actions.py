@@ -64,6 +64,12 @@ async def until(pilot: Pilot[Any], condition: Any, timeout: float = 5.0) -> None
     raise AssertionError("condition not met in time")
 
 
+async def preview_one_more(pilot: Pilot[Any]) -> None:
+    """'+' once, then wait for its debounced preview."""
+    await pilot.press("plus")
+    await until(pilot, lambda: isinstance(pilot.app.screen, PreviewScreen))
+
+
 # --------------------------------------------------------------------------- +/- keys
 
 
@@ -112,8 +118,7 @@ async def test_cancelling_the_preview_changes_nothing() -> None:
     app = make_app(control_for(plane))
     async with app.run_test(size=SIZE) as pilot:
         await show(pilot)
-        await pilot.press("plus")
-        await until(pilot, lambda: isinstance(app.screen, PreviewScreen))
+        await preview_one_more(pilot)
         await pilot.press("n")
         await pilot.pause()
         assert not isinstance(app.screen, PreviewScreen)
@@ -191,8 +196,7 @@ async def test_a_failed_action_says_why() -> None:
     app = make_app(control_for(plane))
     async with app.run_test(size=SIZE) as pilot:
         await show(pilot)
-        await pilot.press("plus")
-        await until(pilot, lambda: isinstance(app.screen, PreviewScreen))
+        await preview_one_more(pilot)
         await pilot.press("y")
         await until(pilot, lambda: "failed" in text_of(app, "#actions"))
         assert "connection refused" in text_of(app, "#actions")
@@ -203,8 +207,7 @@ async def test_actions_screen_cancels_a_running_action() -> None:
     app = make_app(control_for(plane))
     async with app.run_test(size=SIZE) as pilot:
         await show(pilot)
-        await pilot.press("plus")
-        await until(pilot, lambda: isinstance(app.screen, PreviewScreen))
+        await preview_one_more(pilot)
         await pilot.press("y")
         await until(pilot, lambda: bool(plane.executed))
         await pilot.press("a")

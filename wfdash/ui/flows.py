@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from wfdash.control.plan import Plan
     from wfdash.control.runner import ActionRecord, ActionRunner
     from wfdash.ui.app import WfdashApp
+    from wfdash.ui.control import FormSpec, Propose
 
 # +/- presses within this long of each other make one change (one preview, one update).
 PENDING_DEBOUNCE_S = 1.2
@@ -244,28 +245,29 @@ class ControlFlows:
                 values["cache_version"] = next_cache_version(versions.get(f"{scope}:{name}"))
             return self.propose({**values, "target": scope, "name": name})
 
-        from wfdash.ui.control import FormScreen
-
-        spec = FormSpec(
-            title="Rebuild the BitNet.cpp build cache",
-            fixed={"kind": "rebuild_cache"},
-            note="A new CACHE_VERSION makes setup rebuild BitNet.cpp (a cache miss: minutes).",
-            fields=(
-                FormField("where", "Rebuild", "choice", targets[0][0], choices=targets),
-                FormField(
-                    "cache_version",
-                    "New CACHE_VERSION",
-                    "text",
-                    hint="blank: the next version of the chosen target",
+        self._form(
+            FormSpec(
+                title="Rebuild the BitNet.cpp build cache",
+                fixed={"kind": "rebuild_cache"},
+                note="A new CACHE_VERSION makes setup rebuild BitNet.cpp (a cache miss: minutes).",
+                fields=(
+                    FormField("where", "Rebuild", "choice", targets[0][0], choices=targets),
+                    FormField(
+                        "cache_version",
+                        "New CACHE_VERSION",
+                        "text",
+                        hint="blank: the next version of the chosen target",
+                    ),
                 ),
             ),
+            propose,
         )
-        self.app.push_screen(FormScreen(spec, propose), self._form_done)
 
-    def _form(self, spec: Any) -> None:
+    def _form(self, spec: FormSpec, propose: Propose | None = None) -> None:
+        """Open the form; its values become a plan through ``propose`` (default: as is)."""
         from wfdash.ui.control import FormScreen
 
-        self.app.push_screen(FormScreen(spec, self.propose), self._form_done)
+        self.app.push_screen(FormScreen(spec, propose or self.propose), self._form_done)
 
     def _form_done(self, plan: Plan | None) -> None:
         if plan is not None:
