@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wfdash import __version__
-from wfdash.collect.skypilot_source import SkyPilotStatusSource
-from wfdash.collect.snapshot import Snapshot
-from wfdash.collect.source import StatusSource
 from wfdash.collect.store import EventStore, EventStoreError, default_state_dir
 from wfdash.config import Config, ConfigError, describe_settings, load_config
-from wfdash.report import render_text
 
+# What only the poller thread or the headless report needs is imported where it is used:
+# the dashboard's first paint waits for every module imported here.
 if TYPE_CHECKING:
     from wfdash.collect.poller import Poller
+    from wfdash.collect.snapshot import Snapshot
+    from wfdash.collect.source import StatusSource
     from wfdash.control.plane import ControlPlane
     from wfdash.sandbox.fleet import SandboxThread
 
@@ -95,6 +95,8 @@ def _emit(snapshot: Snapshot, as_json: bool, *, pretty: bool = True) -> None:
         indent = 2 if pretty else None
         sys.stdout.write(json.dumps(snapshot.to_dict(), indent=indent, sort_keys=True) + "\n")
     else:
+        from wfdash.report import render_text
+
         sys.stdout.write(render_text(snapshot))
     sys.stdout.flush()
 
@@ -233,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             def connect() -> tuple[StatusSource, ControlPlane]:
                 if args.command != "demo":
+                    from wfdash.collect.skypilot_source import SkyPilotStatusSource
                     from wfdash.control.deploy import DeploymentFiles
                     from wfdash.control.skypilot_plane import SkyPilotControlPlane
 
@@ -261,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sandbox.start()
             source = sandbox
         else:
+            from wfdash.collect.skypilot_source import SkyPilotStatusSource
+
             source = SkyPilotStatusSource(config.services or None)
         return asyncio.run(run_headless(source, config, store, once=args.once, as_json=args.json))
     except KeyboardInterrupt:

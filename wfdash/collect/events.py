@@ -11,23 +11,15 @@ Everything here is pure: no I/O, no clock (the caller passes ``now``).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from wfdash.collect.model import Layer, Replica, ReplicaStatus, Service
+from wfdash.collect.kinds import EventKind, Layer, ReplicaStatus
+from wfdash.collect.model import Replica, Service
 
-
-class EventKind(StrEnum):
-    SERVICE_ADDED = "service_added"
-    SERVICE_REMOVED = "service_removed"
-    VERSION_CHANGED = "version_changed"
-    REPLICA_ADDED = "replica_added"
-    STATUS_CHANGED = "status_changed"
-    REPLICA_REMOVED = "replica_removed"
-    PREEMPTED = "preempted"
-    ACTION = "action"  # audit log entries written by the control module
+# EventKind is defined in kinds (no pydantic) and belongs with the events.
+__all__ = ["INFERRED_NOTE", "Event", "EventKind", "diff_snapshots"]
 
 
 class Event(BaseModel):

@@ -6,73 +6,21 @@ by :mod:`wfdash.collect.mapping`; nothing downstream reads raw status dicts.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import BaseModel, ConfigDict
 
+from wfdash.collect.kinds import Health, Layer, ReplicaStatus, ServiceStatus
 
-class ReplicaStatus(StrEnum):
-    """SkyServe 0.14 ``ReplicaStatus`` values, plus nothing of our own."""
-
-    PENDING = "PENDING"
-    PROVISIONING = "PROVISIONING"
-    STARTING = "STARTING"
-    READY = "READY"
-    NOT_READY = "NOT_READY"
-    SHUTTING_DOWN = "SHUTTING_DOWN"
-    FAILED = "FAILED"
-    FAILED_INITIAL_DELAY = "FAILED_INITIAL_DELAY"
-    FAILED_PROBING = "FAILED_PROBING"
-    FAILED_PROVISION = "FAILED_PROVISION"
-    FAILED_CLEANUP = "FAILED_CLEANUP"
-    PREEMPTED = "PREEMPTED"
-    UNKNOWN = "UNKNOWN"
-
-    @property
-    def is_failed(self) -> bool:
-        return self.value.startswith("FAILED")
-
-    @property
-    def is_launching(self) -> bool:
-        return self in _LAUNCHING
-
-
-_LAUNCHING = frozenset({ReplicaStatus.PENDING, ReplicaStatus.PROVISIONING, ReplicaStatus.STARTING})
-
-
-class ServiceStatus(StrEnum):
-    """SkyServe 0.14 ``ServiceStatus`` values (what the controller reports, not health)."""
-
-    CONTROLLER_INIT = "CONTROLLER_INIT"
-    REPLICA_INIT = "REPLICA_INIT"
-    CONTROLLER_FAILED = "CONTROLLER_FAILED"
-    READY = "READY"
-    SHUTTING_DOWN = "SHUTTING_DOWN"
-    FAILED = "FAILED"
-    FAILED_CLEANUP = "FAILED_CLEANUP"
-    NO_REPLICA = "NO_REPLICA"
-    UNKNOWN = "UNKNOWN"
-
-
-class Layer(StrEnum):
-    """Where a replica sits in the spillover design."""
-
-    BASE = "base"  # fixed-cost SSH node pool (Hetzner dedicated servers)
-    BURST = "burst"  # pay-per-use cloud capacity (spot or on-demand)
-    UNPLACED = "-"  # no cluster yet (PENDING) or already gone
-
-
-class Health(StrEnum):
-    """Service health as wfdash derives it from the replicas (see :func:`derive_health`)."""
-
-    HEALTHY = "healthy"
-    DEGRADED = "degraded"
-    DOWN = "down"
-    STARTING = "starting"
-    SHUTTING_DOWN = "shutting-down"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
+# The enums are defined in kinds (no pydantic) and belong to the model's vocabulary.
+__all__ = [
+    "Cluster",
+    "Health",
+    "Layer",
+    "Replica",
+    "ReplicaPolicy",
+    "ReplicaStatus",
+    "Service",
+    "ServiceStatus",
+]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 

@@ -1,19 +1,22 @@
 """What one poll cycle hands out: an immutable :class:`Snapshot` and its views.
 
 Kept apart from :mod:`wfdash.collect.poller` so that readers of snapshots (the dashboard,
-reports, the control planner) do not import the HTTP client: the dashboard paints before
-the poller thread has even started.
+reports, the control planner) import neither the HTTP client nor the pydantic models: the
+dashboard paints before the poller thread has even started.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wfdash.collect.dialects import ReplicaMetrics
-from wfdash.collect.events import Event
-from wfdash.collect.model import Cluster, Replica, Service
+if TYPE_CHECKING:
+    # Types only: the dashboard imports this module before its first paint, and these
+    # build pydantic models.
+    from wfdash.collect.dialects import ReplicaMetrics
+    from wfdash.collect.events import Event
+    from wfdash.collect.model import Cluster, Replica, Service
 
 
 class ScrapeError(StrEnum):

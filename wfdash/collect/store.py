@@ -18,15 +18,20 @@ import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import platformdirs
-from pydantic import TypeAdapter, ValidationError
 
-from wfdash.collect.events import Event, EventKind
-from wfdash.collect.model import Service
+from wfdash.collect.kinds import EventKind
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+    from wfdash.collect.events import Event
+    from wfdash.collect.model import Service
 
 SCHEMA_VERSION = 1
 # 'wfds': marks the file as ours, so another program's SQLite file is refused.
@@ -58,12 +63,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
-_SERVICES = TypeAdapter(list[Service])
 _BUSY_TIMEOUT_MS = 5000
 
 
 class EventStoreError(Exception):
     """The event database cannot be opened or used; the message says why and where."""
+
+
+@cache
+def _services_json() -> TypeAdapter[list[Service]]:
+    """The last-seen snapshot's (de)serialiser, built on first use: the dashboard opens
+    the store before its first paint, which building pydantic schemas would delay."""
+    from pydantic import TypeAdapter
+
+    from wfdash.collect.model import Service
+
+    return TypeAdapter(list[Service])
 
 
 def default_state_dir() -> Path:
@@ -124,7 +139,7 @@ class EventStore:
             if services is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO last_seen (id, saved_at, services) VALUES (1, ?, ?)",
-                    (now, _SERVICES.dump_json(list(services)).decode()),
+                    (now, _services_json().dump_json(list(services)).decode()),
                 )
         return new
 
@@ -158,8 +173,10 @@ class EventStore:
             row = self._conn.execute("SELECT services FROM last_seen WHERE id = 1").fetchone()
         if row is None:
             return None
+        from pydantic import ValidationError
+
         try:
-            services = _SERVICES.validate_json(row[0])
+            services = _services_json().validate_json(row[0])
         except ValidationError:
             return None  # written by an older model: start over from a baseline
         return {service.name: service for service in services}
@@ -197,6 +214,8 @@ class EventStore:
         params.append(max(0, limit))
         with self._guard("query events"):
             rows = self._conn.execute(sql, params).fetchall()
+        from wfdash.collect.events import Event
+
         return [
             Event(
                 ts=ts,
