@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+from collections.abc import Sequence
+
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
+from textual.strip import Strip
 
 from snapshots import fixtures
-from wfdash.ui.replica_table import COLUMNS, Styles, row_cells, row_line, row_segments
+from wfdash.ui.replica_table import (
+    COLUMNS,
+    TABLE_WIDTH,
+    Styles,
+    row_age,
+    row_cells,
+    row_line,
+    row_segments,
+)
 
 STYLES = Styles(
     ready="#3fb950",
@@ -55,13 +70,99 @@ def test_fast_rows_match_rich(name: str, ascii: bool, styles: Styles) -> None:
             continue
         fast_rows += 1
         assert screen(fast) == screen(reference)
-    assert fast_rows >= len(rows) // 2  # the fast path is the common one
+    assert fast_rows == len(rows)  # every fixture row takes the fast path
 
 
-def test_a_cell_too_long_for_its_column_takes_rich_ellipsis_path() -> None:
+def widget_reference(cells: Sequence[Text], base: Style, console: Console) -> list[Segment]:
+    """What the widget drew before the fast path: rich renders, then the widget's style."""
+    return list(Strip(row_line(cells).render(console)).apply_style(base).simplify())
+
+
+BASES = [
+    Style.parse("#c9d1d9 on #161b22"),
+    Style.parse("bold white on blue"),
+    Style.null(),
+]
+
+
+@pytest.mark.parametrize("name", ["healthy", "troubled", "bitnet", "two_services"])
+@pytest.mark.parametrize("base", BASES, ids=["theme", "bold", "null"])
+def test_fast_rows_with_the_widget_style_match_rich(name: str, base: Style) -> None:
+    console = Console(width=300, color_system="truecolor")
+    for cells in cells_of(name, ascii=False, styles=STYLES):
+        fast = row_segments(cells, base)
+        assert fast is not None  # every fixture row takes the fast path
+        assert screen(fast) == screen(widget_reference(cells, base, console))
+        assert sum(cell_len(segment.text) for segment in fast) == TABLE_WIDTH
+
+
+def test_fast_rows_merge_same_style_runs() -> None:
+    base = BASES[0]
+    for cells in cells_of("troubled", ascii=False, styles=STYLES):
+        fast = row_segments(cells, base)
+        assert fast is not None
+        assert all(a.style != b.style for a, b in itertools.pairwise(fast))
+
+
+def test_a_cell_too_long_for_its_column_is_cut_with_rich_ellipsis() -> None:
+    console = Console(width=300, color_system="truecolor")
     cells = list(cells_of("healthy", ascii=False, styles=STYLES)[0])
     index = [c.key for c in COLUMNS].index("infra")
     cells[index] = Text("x" * 40)
-    assert row_segments(cells) is None
-    line = row_line(cells).plain
-    assert "…" in line and len(line) == sum(c.width + 2 for c in COLUMNS)
+    fast = row_segments(cells, BASES[0])
+    assert fast is not None
+    assert screen(fast) == screen(widget_reference(cells, BASES[0], console))
+    line = "".join(segment.text for segment in fast)
+    assert "x" * 17 + "…" in line and len(line) == TABLE_WIDTH
+
+
+def random_cell(rng: random.Random) -> Text:
+    """A cell of 0-25 characters with some spans, maybe right-justified, maybe too long."""
+    colours = ["", "#f85149", "bold #3fb950", "italic", "on #222222", "#58a6ff"]
+    plain = "".join(rng.choice("abc 0123.~/-") for _ in range(rng.randint(0, 25)))
+    text = Text(plain, style=rng.choice(colours), justify=rng.choice(["left", "right"]))
+    position = 0
+    while position < len(plain) and rng.random() < 0.7:
+        start = rng.randint(position, len(plain))
+        end = rng.randint(start, len(plain))
+        text.stylize(rng.choice(colours[1:]), start, end)
+        position = end
+    return text
+
+
+def test_random_rows_match_rich() -> None:
+    """Cut cells, spans across the cut, empty spans, right-justified cells."""
+    console = Console(width=300, color_system="truecolor")
+    rng = random.Random(7)
+    fast_rows = 0
+    for _ in range(400):
+        cells = [random_cell(rng) for _ in COLUMNS]
+        base = rng.choice(BASES)
+        fast = row_segments(cells, base)
+        if fast is None:
+            continue
+        fast_rows += 1
+        assert screen(fast) == screen(widget_reference(cells, base, console)), cells
+    assert fast_rows >= 300
+
+
+def test_overlapping_spans_and_wide_characters_take_the_rich_path() -> None:
+    cells = list(cells_of("healthy", ascii=False, styles=STYLES)[0])
+    overlapping = Text("abcdef")
+    overlapping.stylize("red", 0, 4)
+    overlapping.stylize("bold", 2, 6)
+    assert row_segments([overlapping, *cells[1:]]) is None
+    assert row_segments([Text("日本"), *cells[1:]]) is None
+
+
+def test_a_row_depends_on_the_clock_only_through_its_age() -> None:
+    snapshot = fixtures.troubled()
+    views = [view for service in snapshot.services for view in service.replicas]
+    now = fixtures.clock()
+    for later in (now + 1, now + 29, now + 61, now + 3600, now + 90_000):
+        for view in views:
+            same_age = row_age(view, later) == row_age(view, now)
+            same_row = row_cells(view, later, STYLES, ascii=False) == row_cells(
+                view, now, STYLES, ascii=False
+            )
+            assert same_row == same_age

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from rich.text import Span, Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
@@ -118,12 +118,19 @@ def status_style(status: ReplicaStatus, styles: Styles) -> str:
     return styles.launching
 
 
+def row_age(view: ReplicaView, now: float) -> str:
+    """The replica's age as its row shows it: the only part of a row that depends on the
+    clock, so a row drawn for the same view and the same age is the same row."""
+    launched = view.replica.launched_at
+    return fmt_age(now - launched) if launched else ""
+
+
 def row_cells(view: ReplicaView, now: float, styles: Styles, *, ascii: bool) -> tuple[Text, ...]:
     """The cells of one replica's row: every number with its unit, unknown as a dash."""
     r, m = view.replica, view.metrics
     stale = view.stale_s is not None or view.scrape_error is not None
     metric_style = styles.stale if stale else ""
-    age = fmt_age(now - r.launched_at) if r.launched_at else ""
+    age = row_age(view, now)
     ttft, estimated = _ttft(view)
     ttft_text = (("~" if estimated else "") + fmt_seconds(ttft)) if ttft is not None else DASH
     qps = m.qps if m else None
@@ -299,8 +306,9 @@ class ReplicaTable(ScrollView, can_focus=True):
         self._now = 0.0
         self._styles: Styles | None = None
         self._ascii = False
-        # Rendered rows by key, with the view and clock they were drawn from.
-        self._drawn: dict[str, tuple[ReplicaView, float, Strip]] = {}
+        # Rendered rows by key, with the view and the age (``row_age``) they were drawn
+        # from: a row is redrawn only when its view or the age it shows changed.
+        self._drawn: dict[str, tuple[ReplicaView, str, Strip]] = {}
         self._shown: dict[int, Strip] = {}  # screen line -> the strip last returned for it
         self._header: Strip | None = None
         self._rich_styles: dict[str, Style] = {}
@@ -392,17 +400,21 @@ class ReplicaTable(ScrollView, can_focus=True):
             return Strip.blank(TABLE_WIDTH, self._base_style())
         view = self._views[index]
         key = self._keys[index]
+        age = row_age(view, self._now)
         drawn = self._drawn.get(key)
-        if drawn is not None and drawn[0] is view and drawn[1] == self._now:
+        if drawn is not None and drawn[0] is view and drawn[1] == age:
             strip = drawn[2]
         else:
             cells = row_cells(view, self._now, self._styles, ascii=self._ascii)
-            segments = row_segments(cells)
+            base = self._base_style()
+            segments = row_segments(cells, base)
             if segments is None:
-                segments = list(row_line(cells).render(self.app.console))
-            # Merged runs: the terminal gets one colour code per run, not per segment.
-            strip = Strip(segments).apply_style(self._base_style()).simplify()
-            self._drawn[key] = (view, self._now, strip)
+                rendered = row_line(cells).render(self.app.console)
+                # Merged runs: the terminal gets one colour code per run, not per segment.
+                strip = Strip(rendered).apply_style(base).simplify()
+            else:
+                strip = Strip(segments, TABLE_WIDTH)
+            self._drawn[key] = (view, age, strip)
         if index == self.cursor_row:
             cursor = self._base_style("replica-table--cursor")
             strip = Strip(Segment.apply_style(strip, post_style=cursor), strip.cell_length)
@@ -419,8 +431,11 @@ class ReplicaTable(ScrollView, can_focus=True):
         if not self.is_mounted or self.size.height == 0:
             return
         scroll_y = self.scroll_offset.y
+        shown = self._shown
         for y in range(1, self.scrollable_content_region.height):
-            if self._shown.get(y) != self._visible_row(scroll_y + y - 1):
+            strip = self._visible_row(scroll_y + y - 1)
+            old = shown.get(y)
+            if old is not strip and old != strip:
                 self.refresh_line(scroll_y + y)
 
     def _base_style(self, component: str = "") -> Style:
@@ -503,43 +518,75 @@ def row_line(cells: Sequence[Text]) -> Text:
     return line
 
 
-_SPACE = Segment(" ")
+_ELLIPSIS = "…"
 
 
-def row_segments(cells: Sequence[Text]) -> list[Segment] | None:
-    """``row_line(cells)`` rendered, built straight from the cells' spans.
+def row_segments(cells: Sequence[Text], base: Style | None = None) -> list[Segment] | None:
+    """``row_line(cells)`` rendered with ``base`` applied and same-style runs merged,
+    built straight from the cells' spans.
 
-    Rendering a row through rich Text (fit, join, render) took ~0.5 ms, most of a
-    refresh's cost with every visible row changing. This builds the same segments in a
-    tenth of that for the common case; a cell that must be cut, or whose spans overlap,
-    returns None and the caller renders through rich. tests/test_replica_table.py checks
-    both give the same screen.
+    Rendering a row through rich Text (fit, join, render, apply the widget's style,
+    merge runs) took ~0.25 ms, most of a refresh's cost with every visible row changing.
+    This builds the same screen in a fraction of that: a cell too long for its column is
+    cut with an ellipsis as rich cuts it. A cell with double-width characters or
+    overlapping spans returns None and the caller renders through rich.
+    tests/test_replica_table.py checks both give the same screen.
     """
+    base = _null_style() if base is None else base
+    space = _combined(base, "")
     segments: list[Segment] = []
-    append = segments.append
+    run: list[str] = []  # the texts of the current run, all in ``run_style``
+    run_style = space
     for column, cell in zip(COLUMNS, cells, strict=True):
         plain = cell.plain
-        gap = column.width - cell_len(plain)
+        spans = cell.spans
+        length = len(plain)
+        if cell_len(plain) != length:
+            return None  # double-width characters: rich knows where to cut them
+        width = column.width
+        gap = width - length
         if gap < 0:
-            return None
-        append(_SPACE)
+            # rich's truncate(overflow="ellipsis"): width-1 characters and "…", the
+            # spans cut at the new end (a span reaching the end covers the "…").
+            plain = plain[: width - 1] + _ELLIPSIS
+            length, gap = width, 0
+            spans = [
+                Span(span.start, min(span.end, width), span.style)
+                for span in spans
+                if span.start < width
+            ]
+        cell_style = _combined(base, cell.style)
+        pieces: list[tuple[str, Style]] = [(" ", space)]
         if gap and cell.justify == "right":
-            append(Segment(" " * gap))
-        base = _style(cell.style)
+            pieces.append((" " * gap, space))
         position = 0
-        for span in cell.spans:
+        for span in spans:
             if span.start < position:
                 return None
             if span.start > position:
-                append(Segment(plain[position : span.start], base))
-            append(Segment(plain[span.start : span.end], _combined(base, span.style)))
+                pieces.append((plain[position : span.start], cell_style))
+            pieces.append((plain[span.start : span.end], _spanned(base, cell.style, span.style)))
             position = span.end
-        if position < len(plain):
-            append(Segment(plain[position:], base))
+        if position < length:
+            pieces.append((plain[position:], cell_style))
         if gap and cell.justify != "right":
-            append(Segment(" " * gap, base))
-        append(_SPACE)
+            pieces.append((" " * gap, cell_style))
+        pieces.append((" ", space))
+        for text, style in pieces:
+            if style is run_style or style == run_style:
+                run.append(text)
+            else:
+                if run:
+                    segments.append(Segment("".join(run), run_style))
+                run, run_style = [text], style
+    if run:
+        segments.append(Segment("".join(run), run_style))
     return segments
+
+
+@lru_cache(maxsize=1)
+def _null_style() -> Style:
+    return Style.null()
 
 
 @lru_cache(maxsize=512)
@@ -550,6 +597,12 @@ def _style(style: str | Style) -> Style:
 @lru_cache(maxsize=1024)
 def _combined(base: Style, span: str | Style) -> Style:
     return base + _style(span)
+
+
+@lru_cache(maxsize=1024)
+def _spanned(base: Style, cell: str | Style, span: str | Style) -> Style:
+    """A span's style in a cell on ``base``, combined as rich combines them."""
+    return base + (_style(cell) + _style(span))
 
 
 def _fit(cell: Text, width: int) -> Text:
