@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
+
+import httpx
 
 from tests import fault_server as fs
 from wfdash.collect.scrape import Scraper, metrics_url
@@ -82,6 +85,59 @@ async def test_connections_are_reused_across_cycles() -> None:
             assert (await scraper.scrape(base + "/metrics")).ok
     await scraper.aclose()
     assert len(accepted) == 1
+
+
+async def test_requests_are_what_an_httpx_client_sends() -> None:
+    """Scrapes skip httpx.AsyncClient's per-request machinery: the request line and headers
+    must still be the ones a client configured as before would send."""
+    ours: list[dict[str, str]] = []
+    theirs: list[dict[str, str]] = []
+    scraper = Scraper(token="tok")
+    accept = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+    client = httpx.AsyncClient(
+        headers={"Accept": accept, "Authorization": "Bearer tok"}, trust_env=False
+    )
+    async with (
+        fs.serve(fs.respond(GOOD), seen_headers=ours) as base,
+        fs.serve(fs.respond(GOOD), seen_headers=theirs) as other,
+    ):
+        assert (await scraper.scrape(base + "/metrics?x=1")).ok
+        assert (await client.get(other + "/metrics?x=1")).content == GOOD
+    await scraper.aclose()
+    await client.aclose()
+    ours[0]["host"] = theirs[0]["host"] = "-"  # the ports differ
+    assert ours == theirs
+
+
+async def test_compressed_body_is_decoded_and_capped_decoded() -> None:
+    body = GOOD * 50
+    packed = gzip.compress(body)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert "gzip" in request.headers["accept-encoding"]
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=packed)
+
+    scraper = Scraper(transport=httpx.MockTransport(answer))
+    result = await scraper.scrape("http://10.0.0.1:8080/metrics")
+    small = Scraper(transport=httpx.MockTransport(answer), max_bytes=len(body) - 1)
+    capped = await small.scrape("http://10.0.0.1:8080/metrics")
+    await scraper.aclose()
+    await small.aclose()
+    assert result.ok and result.body == body and result.nbytes == len(body)
+    assert capped.error is ScrapeError.TOO_LARGE
+
+
+async def test_pools_of_replicas_gone_are_closed() -> None:
+    scraper = Scraper()
+    async with fs.serve(fs.respond(GOOD)) as one, fs.serve(fs.respond(GOOD)) as two:
+        await scraper.scrape_all([one + "/metrics", two + "/metrics"])
+        assert len(scraper._transports) == 2
+        results = await scraper.scrape_all([two + "/metrics", None])
+        assert [r.error for r in results] == [None, ScrapeError.NO_ENDPOINT]
+        assert list(scraper._transports) == [two]  # keyed by origin
+        assert list(scraper._urls) == [two + "/metrics"]
+    await scraper.aclose()
+    assert not scraper._transports and not scraper._urls
 
 
 def test_metrics_url() -> None:

@@ -5,10 +5,16 @@ runs under its own overall deadline (httpx's timeouts are per socket operation, 
 server that drips a byte a second would otherwise never time out), a semaphore bounds
 concurrency, and the body is streamed with a size cap.
 
-Each replica origin gets its own small httpx client (sharing one TLS context). One
-client for all of them would be simpler, but httpcore's pool scans every pooled
-connection on each request: with 1000 replicas that made a cycle O(N²), 5 CPU-seconds
-at N=200 in tests/benchmarks/bench_ingest.py.
+Each replica origin gets its own small httpx transport (connection pool; all share one
+TLS context). One pool for all of them would be simpler, but httpcore's pool scans every
+pooled connection on each request: with 1000 replicas that made a cycle O(N²), 5
+CPU-seconds at N=200 in tests/benchmarks/bench_ingest.py.
+
+Requests go straight to the transport (`handle_async_request`, httpx's transport API)
+rather than through an `httpx.AsyncClient`: a scrape needs none of what the client adds
+per request (URL merging, cookie jar, auth flow, redirect loop, event hooks), and that
+was a third of the CPU of a scrape. The request carries the same headers and timeouts a
+client would send (`_REQUEST_HEADERS`, tested), and the body is read the same way.
 """
 
 from __future__ import annotations
@@ -57,6 +63,15 @@ def metrics_url(endpoint: str | None, path: str = "/metrics") -> str | None:
     return base + path
 
 
+# What an httpx.AsyncClient would send, and our Accept (httpx adds Host from the URL).
+_REQUEST_HEADERS = {
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": f"python-httpx/{httpx.__version__}",
+    "Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+}
+
+
 class Scraper:
     """Scrapes many URLs at once; always returns one result per URL, never raises."""
 
@@ -74,40 +89,55 @@ class Scraper:
         self.max_bytes = max_bytes
         self._clock = clock
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
-        self._headers = {"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"}
+        headers = dict(_REQUEST_HEADERS)
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._transport = transport
+            headers["Authorization"] = f"Bearer {token}"
+        self._headers = httpx.Headers(headers)
+        self._timeouts = httpx.Timeout(timeout).as_dict()
+        self._transport = transport  # given (tests): used for every origin
         self._tls: ssl.SSLContext | None = None
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._transports: dict[str, httpx.AsyncBaseTransport] = {}  # by origin
+        self._urls: dict[str, httpx.URL] = {}  # parsed once, not at every scrape
 
-    def _client_for(self, url: str) -> httpx.AsyncClient:
+    def _transport_for(self, url: str) -> httpx.AsyncBaseTransport:
+        if self._transport is not None:
+            return self._transport
         key = _origin(url)
-        client = self._clients.get(key)
-        if client is None:
+        transport = self._transports.get(key)
+        if transport is None:
             if self._tls is None:
                 self._tls = ssl.create_default_context()
-            client = self._clients[key] = httpx.AsyncClient(
-                headers=self._headers,
-                timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
-                transport=self._transport,
+            transport = self._transports[key] = httpx.AsyncHTTPTransport(
                 verify=self._tls,
-                follow_redirects=False,
                 trust_env=False,
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
             )
-        return client
+        return transport
+
+    def _request(self, url: str) -> httpx.Request:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+        return httpx.Request(
+            "GET", parsed, headers=self._headers, extensions={"timeout": self._timeouts}
+        )
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        await asyncio.gather(*(client.aclose() for client in clients))
+        transports, self._transports = list(self._transports.values()), {}
+        if self._transport is not None:
+            transports.append(self._transport)
+        self._urls.clear()
+        await asyncio.gather(*(transport.aclose() for transport in transports))
 
     async def scrape_all(self, urls: Sequence[str | None]) -> list[ScrapeResult]:
-        """Scrape every URL at once; clients of origins no longer listed are closed."""
+        """Scrape every URL at once; pools of origins no longer listed are closed."""
         results = list(await asyncio.gather(*(self.scrape(url) for url in urls)))
         wanted = {_origin(url) for url in urls if url}
-        stale = [key for key in self._clients if key not in wanted]
-        await asyncio.gather(*(self._clients.pop(key).aclose() for key in stale))
+        stale = [key for key in self._transports if key not in wanted]
+        await asyncio.gather(*(self._transports.pop(key).aclose() for key in stale))
+        listed = set(urls)
+        if self._urls.keys() - listed:
+            self._urls = {url: parsed for url, parsed in self._urls.items() if url in listed}
         return results
 
     async def scrape(self, url: str | None) -> ScrapeResult:
@@ -139,7 +169,8 @@ class Scraper:
                 )
 
     async def _fetch(self, url: str, started: float, t0: float) -> ScrapeResult:
-        async with self._client_for(url).stream("GET", url) as response:
+        response = await self._transport_for(url).handle_async_request(self._request(url))
+        try:
             if response.status_code != 200:
                 return ScrapeResult(
                     url,
@@ -160,6 +191,8 @@ class Scraper:
                 if size > self.max_bytes:
                     return self._too_large(url, started, t0, size)
                 chunks.append(chunk)
+        finally:
+            await response.aclose()
         body = b"".join(chunks)
         return ScrapeResult(url, started, time.perf_counter() - t0, size, 200, body=body)
 
