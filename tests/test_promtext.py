@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from wfdash.collect import promtext
 from wfdash.collect.promtext import Exposition, Sample, parse_exposition
 from wfdash.sandbox.exposition import (
     FINISH_REASONS,
@@ -410,6 +411,54 @@ def test_huge_lines_stay_linear() -> None:
         )
     )
     assert parse_exposition(body, ["w"]).bad_lines == 6
+
+
+# --------------------------------------------------------------------------- line memory
+
+
+def parse_fresh(body: str | bytes, families: Collection[str]) -> Exposition:
+    """A parse with nothing remembered from earlier ones."""
+    promtext._wanted.cache_clear()
+    return parse_exposition(body, families)
+
+
+def test_remembered_lines_give_what_a_fresh_parse_gives() -> None:
+    """Scrape after scrape of replicas whose counters move (lines seen before, lines not,
+    bad lines, unwanted ones): the same samples, bad-line counts and truncation as a parse
+    that remembers nothing."""
+    families = (*VLLM_FAMILIES, *LLAMACPP_FAMILIES, "esc", "h_seconds")
+    promtext._wanted.cache_clear()
+    bodies = []
+    for step in range(12):
+        body = render_vllm_metrics(vllm_state(step % 4)) + render_llamacpp_metrics(
+            llamacpp_state(step % 3)
+        )
+        body += TRICKY["escapes"] + TRICKY["histogram"] + "esc{a=oops} 1\nesc 1_0\n"
+        bodies.append(body if step % 5 else body[: len(body) // 2])
+    for body in bodies + bodies[::-1]:
+        remembered = parse_exposition(body, families)
+        assert len(promtext._wanted(frozenset(families)).lines) > 0
+        fresh = parse_fresh(body, families)
+        assert flat(remembered) == flat(fresh)
+        assert list(remembered.samples) == list(fresh.samples)
+        assert remembered.truncated == fresh.truncated
+        assert remembered.bad_lines == fresh.bad_lines >= (0 if fresh.truncated else 2)
+        promtext._wanted.cache_clear()
+        parse_exposition(bodies[0], families)  # the next round starts with memories
+
+
+def test_line_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(promtext, "_MAX_CACHED_LINES", 50)
+    promtext._wanted.cache_clear()
+    memory = promtext._wanted(frozenset(["m"])).lines
+    long_label = "x" * 600
+    for step in range(20):
+        body = "".join(f'm{{i="{i}"}} {step}\n' for i in range(30))
+        body += f'm{{l="{long_label}"}} {step}\n'
+        expo = parse_exposition(body, ["m"])
+        assert [s.value for s in expo.samples["m"]] == [float(step)] * 31
+        assert len(memory) <= 50
+        assert not any(long_label in line for line in memory)  # long lines are not kept
 
 
 # --------------------------------------------------------------------------- fuzzing
