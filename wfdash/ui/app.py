@@ -53,8 +53,13 @@ MUTATING_ACTIONS = frozenset(
     {"scale_step", "scale", "backend", "launch", "rebuild", "terminate", "down"}
 )
 COMPACT_HEIGHT = 34
-# Plots show a five-minute trend: redrawing them on every 2 s poll cost more CPU than the
-# rest of a refresh, for a shift of one braille dot. The numbers beside them stay live.
+# Plots show a trend over the whole history window: redrawing them on every 2 s poll cost
+# more CPU than the rest of a refresh, for a shift of one braille dot. They are redrawn at
+# most every PLOT_REFRESH_S, and at most once per column of new data: a plot spanning S
+# seconds on W columns shows S/W seconds per column (10 min on 78 columns: 7.7 s), and a
+# redraw before that much new data has arrived moves the lines by less than a column. So
+# a plot lags its data by at most max(PLOT_REFRESH_S, S/W); the numbers beside the plots
+# and in the table follow every poll.
 PLOT_REFRESH_S = 5.0
 MAIN_SCREEN_ACTIONS = frozenset(
     {
@@ -290,34 +295,52 @@ class WfdashApp(App[int]):
             spark=self._var("sparkline"),
         )
 
+    # What the rendering methods last built from (class defaults, replaced per instance).
+    _cost_for: tuple[object, ...] = ()
+    _events_for: tuple[object, ...] = ()
+
     def render_all(self) -> None:
         view = self.current
         palette = self.palette()
         now = self.clock()
-        # The cost changes with the snapshot only: the 1 s header tick reuses it.
-        self._cost = cost = service_cost(view.service, pool_hosts=self.pool_hosts) if view else None
+        # The cost changes with the service only: the 1 s header tick reuses it, and so do
+        # polls that bring new metrics but the same (immutable) Service.
+        service = view.service if view is not None else None
+        if service is None:
+            self._cost = None
+        elif not _built_from(self._cost_for, service, self.pool_hosts):
+            self._cost = service_cost(service, pool_hosts=self.pool_hosts)
+        self._cost_for = (service, self.pool_hosts)
+        cost = self._cost
         self._tick_header()
         spill = self._main.query_one("#spillover", Static)
         if view is None or cost is None:
-            spill.update(self._empty_state())
+            _show(spill, self._empty_state(), layout=False)
         else:
-            spill.update(
+            _show(
+                spill,
                 panels.spillover(
                     view, cost, pool_hosts=self.pool_hosts, ascii=self.ascii, palette=palette
-                )
+                ),
+                layout=False,
             )
         self.render_summary()
         self.render_actions()
         self.render_table()
         clusters = self.snapshot.clusters if self.snapshot else ()
-        self._main.query_one("#clusters", Static).update(
+        _show(
+            self._main.query_one("#clusters", Static),
             Text("\n").join(panels.cluster_line(c, now, palette) for c in clusters)
             if clusters
-            else Text.assemble(("none", palette.dim))
+            else Text.assemble(("none", palette.dim)),
         )
-        self._main.query_one("#events", Static).update(
-            panels.event_lines(self._events, palette, limit=50)
-        )
+        # The event list is replaced, never changed in place, when events are loaded.
+        if not _built_from(self._events_for, self._events, palette):
+            _show(
+                self._main.query_one("#events", Static),
+                panels.event_lines(self._events, palette, limit=50),
+            )
+            self._events_for = (self._events, palette)
         self.render_plots()
 
     def render_summary(self) -> None:
@@ -327,9 +350,9 @@ class WfdashApp(App[int]):
         pending = self.flows.pending_text()
         if pending is not None:
             pending.stylize(self._var("accent"))
-            summary.update(pending)
+            _show(summary, pending, layout=False)
         else:
-            summary.update(panels.service_summary(view) if view is not None else "")
+            _show(summary, panels.service_summary(view) if view is not None else "", layout=False)
 
     def render_actions(self) -> None:
         """The progress panel: running actions, and those that finished moments ago."""
@@ -386,7 +409,8 @@ class WfdashApp(App[int]):
         index = (
             (names.index(self.service_name), len(names)) if self.service_name in names else (0, 0)
         )
-        self._main.query_one("#header", Static).update(
+        _show(
+            self._main.query_one("#header", Static),
             panels.header(
                 view,
                 self.snapshot,
@@ -397,7 +421,8 @@ class WfdashApp(App[int]):
                 read_only=self.read_only,
                 palette=self.palette(),
                 service_index=index,
-            )
+            ),
+            layout=False,
         )
 
     def _empty_state(self) -> Text:
@@ -433,7 +458,7 @@ class WfdashApp(App[int]):
         if (
             view is not None
             and drawn == self._plots_drawn
-            and now - self._plots_at < PLOT_REFRESH_S
+            and now - self._plots_at < plot_period(view.history_t, now, width)
         ):
             return
         self._plots_drawn, self._plots_at = drawn, now
@@ -661,6 +686,44 @@ class WfdashApp(App[int]):
             ("Down service", "sky serve down (asks for the service name)", self.action_down),
         ):
             yield SystemCommand(title, help_text, action)
+
+
+def plot_period(history_t: Sequence[float], now: float, width: int) -> float:
+    """Seconds between plot redraws: PLOT_REFRESH_S, or one column's worth of the history
+    window the plot spans (``width`` columns; the canvas is a little narrower, so a
+    column really covers a little more)."""
+    span = now - history_t[0] if history_t else 0.0
+    return max(PLOT_REFRESH_S, span / max(width, 1))
+
+
+def _built_from(held: tuple[object, ...], source: object, *options: object) -> bool:
+    """Whether ``held`` is ``(source, *options)``: the same (immutable) source object, held
+    so that its id cannot be reused, and equal options."""
+    return bool(held) and held[0] is source and held[1:] == options
+
+
+def _show(widget: Static, content: Text | str, *, layout: bool = True) -> None:
+    """``widget.update(content)``, unless it shows exactly that already.
+
+    An update re-renders the widget and, with ``layout``, lays the whole screen out again:
+    the 1 s header tick and every poll did that for panels that had not changed. Only
+    widgets of a fixed height (header, spillover, summary) pass ``layout=False``.
+    """
+    if not _same_content(widget.content, content):
+        widget.update(content, layout=layout)
+
+
+def _same_content(shown: object, content: Text | str) -> bool:
+    if isinstance(shown, Text) and isinstance(content, Text):
+        # Text's own == compares only the characters and spans.
+        return (
+            shown.plain == content.plain
+            and shown.spans == content.spans
+            and shown.style == content.style
+            and (shown.justify, shown.overflow, shown.no_wrap, shown.end, shown.tab_size)
+            == (content.justify, content.overflow, content.no_wrap, content.end, content.tab_size)
+        )
+    return type(shown) is type(content) and shown == content
 
 
 def _sum_series(histories: Iterable[Sequence[float | None]]) -> list[float | None]:

@@ -1,0 +1,203 @@
+"""What the dashboard redraws, and what it leaves alone, when snapshots and ticks arrive.
+
+Skipping work must never hide a change: each test checks both that an unchanged panel is
+left alone and that a changed one is redrawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rich.text import Text
+from textual.widgets import Static
+
+from snapshots import fixtures
+from wfdash.collect.snapshot import Snapshot
+from wfdash.cost import service_cost
+from wfdash.format import fmt_money
+from wfdash.ui import app as app_module
+from wfdash.ui.app import PLOT_REFRESH_S, PlotView, WfdashApp, plot_period
+from wfdash.ui.plot import render_plot
+
+SIZE = (160, 48)
+PANELS = ("#header", "#spillover", "#summary", "#clusters", "#events")
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("TEXTUAL_THEME", raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def plain(widget: Static) -> str:
+    content = widget.content
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+def spy_updates(app: WfdashApp) -> dict[str, list[bool]]:
+    """The ``layout`` argument of every update of the main panels, by panel."""
+    calls: dict[str, list[bool]] = {name: [] for name in PANELS}
+    for name in PANELS:
+        widget = app.query_one(name, Static)
+        original = widget.update
+
+        def update(
+            content: Any = "",
+            *,
+            layout: bool = True,
+            _name: str = name,
+            _original: Callable[..., None] = original,
+        ) -> None:
+            calls[_name].append(layout)
+            _original(content, layout=layout)
+
+        widget.update = update  # type: ignore[method-assign]
+    return calls
+
+
+def later(snapshot: Snapshot, seconds: float) -> Snapshot:
+    return dataclasses.replace(snapshot, taken_at=snapshot.taken_at + seconds)
+
+
+async def test_an_unchanged_poll_and_header_ticks_leave_the_panels_alone() -> None:
+    clock = fixtures.FakeClock(fixtures.EPOCH)
+    app = WfdashApp(store=None, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        snapshot = fixtures.healthy()
+        app.apply_snapshot(snapshot)
+        await pilot.pause()
+        calls = spy_updates(app)
+        for _ in range(3):
+            app._header_timer()
+        clock.t += 2
+        app.apply_snapshot(later(snapshot, 2))
+        await pilot.pause()
+        assert calls == {name: [] for name in PANELS}
+
+
+async def test_the_header_follows_pause_and_staleness_without_a_relayout() -> None:
+    clock = fixtures.FakeClock(fixtures.EPOCH)
+    app = WfdashApp(store=None, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.apply_snapshot(fixtures.healthy())
+        await pilot.pause()
+        calls = spy_updates(app)
+        header = app.query_one("#header", Static)
+        assert "[LIVE]" in plain(header)
+        clock.t += 60  # no poll for a minute: the 1 s tick must say so
+        app._header_timer()
+        assert "[STALE 1m]" in plain(header)
+        clock.t += 1
+        app._header_timer()
+        assert "[STALE 1m]" in plain(header)  # the same text: not redrawn
+        clock.t += 60
+        app._header_timer()
+        assert "[STALE 2m]" in plain(header)
+        assert calls["#header"] == [False, False]  # a fixed-height line: no relayout
+        await pilot.press("p")
+        assert "[PAUSED]" in plain(header)
+
+
+async def test_cost_follows_a_changed_service_and_is_reused_for_the_same_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    computed: list[object] = []
+
+    def counting(service: Any, **kwargs: Any) -> Any:
+        computed.append(service)
+        return service_cost(service, **kwargs)
+
+    monkeypatch.setattr(app_module, "service_cost", counting)
+    before, after = fixtures.healthy(), fixtures.healthy_plus_one()
+    clock = fixtures.FakeClock(fixtures.EPOCH)
+    app = WfdashApp(store=None, clock=clock, pool_hosts=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.apply_snapshot(before)
+        app.apply_snapshot(later(before, 2))  # new metrics, the same Service
+        assert computed == [before.services[0].service]
+        clock.t = after.taken_at
+        app.apply_snapshot(after)
+        await pilot.pause()
+        service = after.services[0].service
+        assert computed[-1] is service and len(computed) == 2
+        expected = fmt_money(service_cost(service, pool_hosts=3).total_per_hour)
+        assert expected in plain(app.query_one("#header", Static))
+        assert expected != fmt_money(
+            service_cost(before.services[0].service, pool_hosts=3).total_per_hour
+        )
+
+
+async def test_events_and_clusters_are_redrawn_when_they_change() -> None:
+    app = WfdashApp(store=None, clock=fixtures.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.apply_snapshot(fixtures.healthy())
+        await pilot.pause()
+        events = app.query_one("#events", Static)
+        clusters = app.query_one("#clusters", Static)
+        before_events, before_clusters = plain(events), plain(clusters)
+        troubled = fixtures.troubled()
+        assert troubled.events
+        app.apply_snapshot(troubled)
+        await pilot.pause()
+        assert plain(events) != before_events
+        assert troubled.events[0].message in plain(events)
+        app.apply_snapshot(dataclasses.replace(troubled, clusters=()))
+        await pilot.pause()
+        assert plain(clusters) == "none" != before_clusters
+
+
+def test_plot_period_is_one_column_of_the_window_or_the_floor() -> None:
+    assert plot_period([], 100.0, 78) == PLOT_REFRESH_S
+    assert plot_period([40.0, 70.0], 100.0, 78) == PLOT_REFRESH_S  # a minute: floor
+    assert plot_period([0.0], 600.0, 78) == pytest.approx(600 / 78)  # 10 min: 7.7 s
+    assert plot_period([0.0], 3600.0, 78) == pytest.approx(3600 / 78)
+
+
+async def test_plots_are_redrawn_once_per_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    builds: list[float] = []
+    original = render_plot
+
+    def counting(*args: Any, **kwargs: Any) -> Text:
+        if kwargs.get("title") == "Service QPS":
+            builds.append(kwargs["now"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "render_plot", counting)
+    snapshot = fixtures.healthy()
+    view = snapshot.services[0]
+    # An hour of history: one column of the plot is then longer than the floor.
+    long_view = dataclasses.replace(view, history_t=(snapshot.taken_at - 3600, *view.history_t[1:]))
+    snapshot = dataclasses.replace(snapshot, services=(long_view,))
+    clock = fixtures.FakeClock(snapshot.taken_at)
+    app = WfdashApp(store=None, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        width = app.query_one("#qps-plot", PlotView).size.width
+        period = 3600 / width
+        assert period > PLOT_REFRESH_S
+        app.apply_snapshot(snapshot)
+        builds.clear()
+        step = 2.0
+        for i in range(1, 120):
+            app.apply_snapshot(later(snapshot, i * step))
+        await pilot.pause()
+    drawn = [snapshot.taken_at]
+    for i in range(1, 120):
+        now = snapshot.taken_at + i * step
+        if now - drawn[-1] >= 3600 / width + (now - snapshot.taken_at) / width:
+            drawn.append(now)
+    assert builds == drawn[1:]
+    assert len(builds) >= 2
