@@ -15,10 +15,14 @@ from rich.text import Text
 from textual.strip import Strip
 
 from snapshots import fixtures
+from wfdash.collect.snapshot import ReplicaView
 from wfdash.ui.replica_table import (
     COLUMNS,
+    SORT_KEYS,
     TABLE_WIDTH,
     Styles,
+    arrange,
+    matches,
     row_age,
     row_cells,
     row_line,
@@ -166,3 +170,28 @@ def test_a_row_depends_on_the_clock_only_through_its_age() -> None:
                 view, now, STYLES, ascii=False
             )
             assert same_row == same_age
+
+
+def reference_arrange(
+    views: Sequence[ReplicaView], sort: str, reverse: bool, query: str
+) -> list[ReplicaView]:
+    """The straightforward arrangement: filter, sort the known, unknown last in order."""
+    column = SORT_KEYS.get(sort, COLUMNS[0])
+    shown = [v for v in views if matches(v, query)]
+    known = sorted(
+        (v for v in shown if column.sort_key(v)[0] == 0), key=column.sort_key, reverse=reverse
+    )
+    return known + [v for v in shown if column.sort_key(v)[0] != 0]
+
+
+@pytest.mark.parametrize("name", ["healthy", "troubled", "bitnet", "two_services"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("query", ["", "spot", "base ready", "nothing-matches"])
+def test_arrange_matches_the_reference(name: str, reverse: bool, query: str) -> None:
+    snapshot = getattr(fixtures, name)()
+    views = [view for service in snapshot.services for view in service.replicas]
+    for sort in [*SORT_KEYS, "no-such-column"]:
+        got = arrange(views, sort, reverse, query)
+        assert [v.replica.key for v in got] == [
+            v.replica.key for v in reference_arrange(views, sort, reverse, query)
+        ]

@@ -22,6 +22,7 @@ from wfdash.format import fmt_money
 from wfdash.ui import app as app_module
 from wfdash.ui.app import PLOT_REFRESH_S, PlotView, WfdashApp, plot_period
 from wfdash.ui.plot import render_plot
+from wfdash.ui.replica_table import ReplicaTable
 
 SIZE = (160, 48)
 PANELS = ("#header", "#spillover", "#summary", "#clusters", "#events")
@@ -201,3 +202,53 @@ async def test_plots_are_redrawn_once_per_period(monkeypatch: pytest.MonkeyPatch
             drawn.append(now)
     assert builds == drawn[1:]
     assert len(builds) >= 2
+
+
+async def screen_after(snapshots: list[Snapshot], *, cursor: int = 0) -> str:
+    clock = fixtures.FakeClock(snapshots[0].taken_at)
+    app = WfdashApp(store=None, clock=clock)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.pause()
+        for snapshot in snapshots:
+            clock.t = snapshot.taken_at
+            app.apply_snapshot(snapshot)
+            await pilot.pause()
+            app.query_one(ReplicaTable).action_cursor_to(cursor)
+            await pilot.pause()
+        return app.export_screenshot()
+
+
+@pytest.mark.parametrize("cursor", [0, 3])
+async def test_a_refresh_in_place_paints_what_a_fresh_start_paints(cursor: int) -> None:
+    """Only changed lines are repainted: the screen must still equal a fresh app's."""
+    before, after = fixtures.healthy(), fixtures.healthy_plus_one()
+    assert await screen_after([before, after], cursor=cursor) == await screen_after(
+        [after], cursor=cursor
+    )
+
+
+async def test_a_refresh_asks_to_repaint_exactly_the_changed_rows() -> None:
+    before, after = fixtures.healthy(), fixtures.healthy_plus_one()
+    clock = fixtures.FakeClock(before.taken_at)
+    app = WfdashApp(store=None, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.apply_snapshot(before)
+        await pilot.pause()
+        table = app.query_one(ReplicaTable)
+        height = table.scrollable_content_region.height
+        painted = {y: table.render_line(y) for y in range(1, height)}
+        asked: set[int] = set()
+        original = table.refresh
+
+        def refresh(*regions: Any, **kwargs: Any) -> Any:
+            for region in regions:
+                asked.update(range(region.y, region.y + region.height))
+            return original(*regions, **kwargs)
+
+        table.refresh = refresh  # type: ignore[method-assign]
+        clock.t = after.taken_at
+        app.apply_snapshot(after)
+        changed = {y for y in range(1, height) if table.render_line(y) != painted[y]}
+        assert changed  # a new row, and the others' numbers moved
+        assert asked == changed

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
@@ -215,12 +216,12 @@ def arrange(
     views: Sequence[ReplicaView], sort: str, reverse: bool, query: str
 ) -> list[ReplicaView]:
     column = SORT_KEYS.get(sort, COLUMNS[0])
-    shown = [v for v in views if matches(v, query)]
-    known = sorted(
-        (v for v in shown if column.sort_key(v)[0] == 0), key=column.sort_key, reverse=reverse
-    )
-    unknown = [v for v in shown if column.sort_key(v)[0] != 0]
-    return known + unknown
+    sort_key = column.sort_key
+    shown = [v for v in views if matches(v, query)] if query else views
+    # Each view's key computed once (this runs for every row on every refresh).
+    keyed = [(sort_key(v), v) for v in shown]
+    known = sorted((kv for kv in keyed if kv[0][0] == 0), key=itemgetter(0), reverse=reverse)
+    return [v for _, v in known] + [v for k, v in keyed if k[0] != 0]
 
 
 class ReplicaTable(ScrollView, can_focus=True):
@@ -380,7 +381,7 @@ class ReplicaTable(ScrollView, can_focus=True):
             pad = self.rich_style + self.get_component_rich_style("replica-table--header")
             strip = self._header_strip().crop_extend(scroll_x, scroll_x + width, pad)
         else:
-            strip = self._visible_row(scroll_y + y - 1)
+            strip = self._visible_row(scroll_y + y - 1, scroll_x, width)
         self._shown[y] = strip
         return strip
 
@@ -420,23 +421,30 @@ class ReplicaTable(ScrollView, can_focus=True):
             strip = Strip(Segment.apply_style(strip, post_style=cursor), strip.cell_length)
         return strip
 
-    def _visible_row(self, index: int) -> Strip:
+    def _visible_row(self, index: int, scroll_x: int, width: int) -> Strip:
         """Row ``index`` as the screen shows it: scrolled sideways and cut to the width."""
-        scroll_x = self.scroll_offset.x
-        width = self.scrollable_content_region.width
         return self._row_strip(index).crop_extend(scroll_x, scroll_x + width, self._base_style())
 
     def _refresh_changed_lines(self) -> None:
-        """Ask for a repaint of the screen lines whose content changed, and only those."""
+        """Ask for a repaint of the screen lines whose content changed, and only those
+        (one region per run of adjacent changed lines)."""
         if not self.is_mounted or self.size.height == 0:
             return
-        scroll_y = self.scroll_offset.y
+        scroll_x, scroll_y = self.scroll_offset
+        region = self.scrollable_content_region
         shown = self._shown
-        for y in range(1, self.scrollable_content_region.height):
-            strip = self._visible_row(scroll_y + y - 1)
-            old = shown.get(y)
-            if old is not strip and old != strip:
-                self.refresh_line(scroll_y + y)
+        run_start = 0  # first line of the current run of changed lines, 0: none
+        for y in range(1, region.height + 1):
+            changed = False
+            if y < region.height:
+                strip = self._visible_row(scroll_y + y - 1, scroll_x, region.width)
+                old = shown.get(y)
+                changed = old is not strip and old != strip
+            if changed and not run_start:
+                run_start = y
+            elif not changed and run_start:
+                self.refresh_lines(scroll_y + run_start, y - run_start)
+                run_start = 0
 
     def _base_style(self, component: str = "") -> Style:
         """The widget's (or a component's) rich style, computed once per style change:
