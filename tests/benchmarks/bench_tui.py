@@ -1156,6 +1156,11 @@ class FleetGen:
     """A big service whose replicas' metrics move a little each poll, like a real fleet."""
 
     HISTORY = 300  # PollerConfig.history_points: what a fleet running for 10 min holds
+    # Histories are tuples, as the poller's views hold them. They were lists: every step
+    # then left ~3000 fresh 300-float lists (tuples of floats drop out of the GC's
+    # tracking, lists never do), and the next generation-1 collection, which ran inside a
+    # timed refresh, traversed all of them: ~17 ms charged to the UI for the generator's
+    # own garbage, which the real poller (deque rings, tuple views) does not make.
 
     def __init__(self, n: int, seed: int = 1, t0: float = 1_700_000_000.0) -> None:
         from wfdash.collect.dialects import Dialect, ReplicaMetrics
@@ -1217,9 +1222,9 @@ class FleetGen:
                 "running": self.rng.choice((0, 1, 1, 2)),
                 "waiting": self.rng.choice((0, 0, 0, 1, 3)),
                 "lat": self.rng.uniform(0.002, 0.03),
-                "qh": [self.rng.uniform(0.02, 0.4) for _ in range(self.HISTORY)],
-                "th": [self.rng.uniform(0.3, 2.5) for _ in range(self.HISTORY)],
-                "ph": [self.rng.uniform(1, 16) for _ in range(self.HISTORY)],
+                "qh": tuple(self.rng.uniform(0.02, 0.4) for _ in range(self.HISTORY)),
+                "th": tuple(self.rng.uniform(0.3, 2.5) for _ in range(self.HISTORY)),
+                "ph": tuple(self.rng.uniform(1, 16) for _ in range(self.HISTORY)),
             }
         self.ts = [t0 - 2.0 * (self.HISTORY - i) for i in range(self.HISTORY)]
         self.sq = [self.rng.uniform(50, 150) for _ in range(self.HISTORY)]
@@ -1273,7 +1278,7 @@ class FleetGen:
             s["waiting"] = self.rng.choice((0, 0, 0, 1, 3))
             s["lat"] = self.rng.uniform(0.002, 0.03)
             for name, value in (("qh", s["qps"]), ("th", s["ttft"]), ("ph", s["tps"])):
-                s[name] = [*s[name][1:], value]
+                s[name] = (*s[name][1:], value)
             self._view(self.by_key[key])
         self.ts = [*self.ts[1:], self.t]
         self.sq = [*self.sq[1:], self.rng.uniform(50, 150)]
