@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -11,6 +12,7 @@ from wfdash.collect.derive import (
     Ring,
     SeriesLayout,
     histogram_quantile,
+    histogram_quantiles,
     merge_buckets,
 )
 
@@ -145,3 +147,121 @@ def test_ring_keeps_gaps_and_bounds() -> None:
         ring.append(t, v)
     assert ring.values() == (None, 3.0, 4.0)
     assert ring.latest == 4.0
+
+
+# ------------------------------------------------- the fast paths against plain references
+
+
+def reference_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """histogram_quantile as first written: one loop, no shared preparation."""
+    if math.isnan(q):
+        return None
+    if q < 0:
+        return -INF
+    if q > 1:
+        return INF
+    ordered = sorted(buckets, key=lambda b: b[0])
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return None
+    fixed: list[tuple[float, float]] = []
+    running_max = 0.0
+    for bound, count in ordered:
+        running_max = max(running_max, count)
+        fixed.append((bound, running_max))
+    observations = fixed[-1][1]
+    if observations <= 0:
+        return None
+    rank = q * observations
+    index = next(i for i, (_, count) in enumerate(fixed) if count >= rank)
+    if index == len(fixed) - 1:
+        return fixed[-2][0]
+    if index == 0 and fixed[0][0] <= 0:
+        return fixed[0][0]
+    start, end = 0.0, fixed[index][0]
+    count = fixed[index][1]
+    if index > 0:
+        start = fixed[index - 1][0]
+        count -= fixed[index - 1][1]
+        rank -= fixed[index - 1][1]
+    if count <= 0:
+        return end
+    return start + (end - start) * (rank / count)
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_quantiles_match_the_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    bounds = sorted(
+        rng.sample([-1.0, 0.0, 0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 10.0], rng.randint(0, 6))
+    )
+    if rng.random() < 0.9:
+        bounds.append(INF)
+    counts = [rng.choice([0.0, 1.0, 3.0, 7.5, 100.0, math.nan, -2.0]) for _ in bounds]
+    if rng.random() < 0.5:
+        counts.sort()
+    buckets = list(zip(bounds, counts, strict=True))
+    rng.shuffle(buckets)
+    qs = [0.0, 0.25, 0.5, 0.95, 0.99, 1.0, -0.1, 1.1, math.nan, rng.random()]
+    together = histogram_quantiles(qs, buckets)
+    for q, value in zip(qs, together, strict=True):
+        expected = reference_quantile(q, buckets)
+        assert _same(value, expected), (q, buckets)
+        assert _same(histogram_quantile(q, iter(buckets)), expected)
+
+
+def reference_add(
+    last: tuple[list[float], list[float]] | None, raw: list[float], reset: bool
+) -> tuple[list[float], list[float]]:
+    """One CounterHistory step as first written: (adjusted, raw) after ``raw``."""
+    if last is None:
+        return list(raw), list(raw)
+    adjusted, last_raw = list(last[0]), last[1]
+    for i, value in enumerate(raw):
+        delta = value - last_raw[i]
+        adjusted[i] += value if (reset or delta < 0) else delta
+    return adjusted, list(raw)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_history_matches_the_reference_through_resets_and_nans(seed: int) -> None:
+    rng = random.Random(seed)
+    width = rng.randint(0, 6)
+    history = CounterHistory(SeriesLayout(tuple(f"c{i}" for i in range(width))), 100)
+    raw = [rng.uniform(0, 100) for _ in range(width)]
+    state = None
+    for step in range(30):
+        raw = [
+            rng.choice(
+                [v, v + rng.uniform(0, 5), v + 1, rng.uniform(0, 3), math.nan, math.inf, v - 1]
+            )
+            for v in raw
+        ]
+        raw = [v if not math.isnan(v) or rng.random() < 0.5 else 1.0 for v in raw]
+        reset = rng.random() < 0.1
+        history.add(1000.0 + step, raw, reset=reset)
+        state = reference_add(state, raw, reset)
+        (_, adjusted) = history._points[-1]
+        assert len(adjusted) == width
+        for got, want in zip(adjusted, state[0], strict=True):
+            assert _same(got, want)
+    span = history.window(1029.0, 10.0)
+    assert span is not None and span[0] == 10.0
+
+
+def test_layout_reads_what_its_keys_say() -> None:
+    layout = SeriesLayout(("errors", "requests", "ttft@0.1", "ttft@1.0", "ttft@inf", "x@-0.5"))
+    assert layout.series == (
+        ("errors", None),
+        ("requests", None),
+        ("ttft", 0.1),
+        ("ttft", 1.0),
+        ("ttft", INF),
+        ("x", -0.5),
+    )
+    assert layout.buckets == {"ttft": ((0.1, 2), (1.0, 3), (INF, 4)), "x": ((-0.5, 5),)}
+    assert layout.positions == layout.index() == {k: i for i, k in enumerate(layout.keys)}
+    assert layout == SeriesLayout(layout.keys) and hash(layout) == hash(SeriesLayout(layout.keys))

@@ -260,3 +260,43 @@ async def test_hung_control_plane_times_out_and_metrics_go_on(
     assert not snap.status_ok and "no status answer" in (snap.status_error or "")
     assert snap.services[0].replicas[0].metrics is not None  # scraping went on
     await poller.scraper.aclose()
+
+
+def test_tracker_reuses_the_layout_only_while_the_series_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Points whose series come and go (a histogram bucket added, a counter missing, the
+    same keys in another order): the figures equal those of a tracker that works the
+    layout out afresh at every scrape."""
+    import math
+    import random
+
+    from wfdash.collect import poller as poller_module
+    from wfdash.collect.dialects import Dialect, MetricPoint
+
+    rng = random.Random(7)
+    config = PollerConfig(metrics_interval=2.0, rate_window=20.0)
+    cached = poller_module._ReplicaTracker(10)
+    fresh = poller_module._ReplicaTracker(10)
+    requests, errors, buckets = 0.0, 0.0, {0.1: 0.0, 1.0: 0.0, math.inf: 0.0}
+    for step in range(60):
+        requests += rng.randint(0, 5)
+        errors += rng.randint(0, 1)
+        for bound in buckets:
+            buckets[bound] += rng.randint(0, 3) if bound == math.inf else 0
+        if step == 20:
+            buckets = {0.05: 0.0, **buckets}  # a bucket appears
+        counters = {"requests": requests, "errors": errors}
+        if step % 7 == 3:
+            counters = {"errors": errors, "requests": requests}  # same keys, other order
+        if 30 <= step < 34:
+            del counters["errors"]  # a series drops out for a while
+        point = MetricPoint(Dialect.VLLM, counters, {}, {"ttft": dict(buckets)})
+        t = 1_000.0 + 2 * step
+        cached.ingest(point, t, config)
+        with monkeypatch.context() as patch:
+            patch.setattr(MetricPoint, "shape", lambda self: object())
+            fresh.ingest(point, t, config)
+        assert cached.metrics == fresh.metrics, step
+        assert cached.history is not None and fresh.history is not None
+        assert cached.history.layout == fresh.history.layout

@@ -11,12 +11,14 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import add, itemgetter, sub
 
 INF = math.inf
 
-Buckets = Sequence[tuple[float, float]]
-"""Cumulative histogram buckets as ``(upper bound, count)``, the last one ``+Inf``."""
+Buckets = Iterable[tuple[float, float]]
+"""Cumulative histogram buckets as ``(upper bound, count)``, in any order (one is ``+Inf``)."""
 
 
 def histogram_quantile(q: float, buckets: Buckets) -> float | None:
@@ -28,21 +30,37 @@ def histogram_quantile(q: float, buckets: Buckets) -> float | None:
     returns NaN (no observations in the window, no ``+Inf`` bucket, fewer than two
     buckets), this returns None: an empty window has no quantile, and it is not 0.
     """
+    return histogram_quantiles((q,), buckets)[0]
+
+
+def histogram_quantiles(qs: Sequence[float], buckets: Buckets) -> list[float | None]:
+    """:func:`histogram_quantile` for each of ``qs``, the buckets sorted and fixed once."""
+    fixed = _monotonic(buckets)
+    return [_bucket_quantile(q, fixed) for q in qs]
+
+
+def _monotonic(buckets: Buckets) -> list[tuple[float, float]] | None:
+    """The buckets by bound with counts forced monotonic, or None if they hold no quantile."""
+    ordered = sorted(buckets, key=itemgetter(0))
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return None
+    # Prometheus forces monotonic counts (scrapes are not atomic across buckets): each
+    # count becomes max(0, the counts up to it), as a running max from 0.
+    bounds, counts = zip(*ordered, strict=True)
+    running = accumulate(counts, max, initial=0.0)
+    next(running)
+    return list(zip(bounds, running, strict=True))
+
+
+def _bucket_quantile(q: float, fixed: list[tuple[float, float]] | None) -> float | None:
     if math.isnan(q):
         return None
     if q < 0:
         return -INF
     if q > 1:
         return INF
-    ordered = sorted(buckets, key=lambda b: b[0])
-    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+    if fixed is None:
         return None
-    # Prometheus forces monotonic counts (scrapes are not atomic across buckets).
-    fixed: list[tuple[float, float]] = []
-    running_max = 0.0
-    for bound, count in ordered:
-        running_max = max(running_max, count)
-        fixed.append((bound, running_max))
     observations = fixed[-1][1]
     if observations <= 0:
         return None
@@ -74,9 +92,35 @@ def merge_buckets(histograms: Iterable[Mapping[float, float]]) -> list[tuple[flo
 
 @dataclass(frozen=True, slots=True)
 class SeriesLayout:
-    """The order of the counter series stored in each history point of one replica."""
+    """The order of the counter series stored in each history point of one replica.
+
+    A key is a counter's name, or ``"<histogram>@<le>"`` for a histogram bucket (``le`` as
+    ``repr`` of the bound). What reading a point needs is worked out once per layout.
+    """
 
     keys: tuple[str, ...]
+    # (name, bound): a counter's name and None, or a histogram's name and a bucket bound.
+    series: tuple[tuple[str, float | None], ...] = field(init=False, repr=False, compare=False)
+    # histogram name → ((bound, position), ...) in key order
+    buckets: Mapping[str, tuple[tuple[float, int], ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    positions: Mapping[str, int] = field(init=False, repr=False, compare=False)  # key → index
+
+    def __post_init__(self) -> None:
+        series: list[tuple[str, float | None]] = []
+        buckets: dict[str, list[tuple[float, int]]] = {}
+        for pos, key in enumerate(self.keys):
+            name, _, le = key.partition("@")
+            if le:
+                bound = float(le)
+                series.append((name, bound))
+                buckets.setdefault(name, []).append((bound, pos))
+            else:
+                series.append((name, None))
+        object.__setattr__(self, "series", tuple(series))
+        object.__setattr__(self, "buckets", {k: tuple(v) for k, v in buckets.items()})
+        object.__setattr__(self, "positions", self.index())
 
     def index(self) -> dict[str, int]:
         return {key: i for i, key in enumerate(self.keys)}
@@ -96,7 +140,7 @@ class CounterHistory:
 
     def __init__(self, layout: SeriesLayout, max_points: int) -> None:
         self.layout = layout
-        self._index = layout.index()
+        self._index = layout.positions
         self._points: deque[tuple[float, array[float]]] = deque(maxlen=max(2, max_points))
         self._last_raw: array[float] | None = None
 
@@ -112,11 +156,15 @@ class CounterHistory:
             adjusted = array("d", current)
         else:
             previous = self._points[-1][1]
-            last_raw = self._last_raw
-            adjusted = array("d", previous)
-            for i, value in enumerate(current):
-                delta = value - last_raw[i]
-                adjusted[i] += value if (reset or delta < 0) else delta
+            deltas = array("d", map(sub, current, self._last_raw))
+            # min() is NaN or negative if any delta is negative (NaN only sticks when first).
+            if not reset and (not deltas or min(deltas) >= 0):
+                adjusted = array("d", map(add, previous, deltas))  # the usual case, in C
+            else:
+                adjusted = array("d", previous)
+                for i, value in enumerate(current):
+                    delta = deltas[i]
+                    adjusted[i] += value if (reset or delta < 0) else delta
         self._last_raw = current
         self._points.append((t, adjusted))
 
@@ -137,8 +185,7 @@ class CounterHistory:
         if oldest is None or oldest[0] >= latest_t:
             return None
         elapsed = latest_t - oldest[0]
-        increase = array("d", (b - a for a, b in zip(oldest[1], latest, strict=True)))
-        return elapsed, increase
+        return elapsed, array("d", map(sub, latest, oldest[1]))
 
     def position(self, key: str) -> int | None:
         return self._index.get(key)

@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypedDict
 
-from wfdash.collect.derive import CounterHistory, SeriesLayout, histogram_quantile
+from wfdash.collect.derive import (
+    CounterHistory,
+    SeriesLayout,
+    histogram_quantile,
+    histogram_quantiles,
+)
 from wfdash.collect.promtext import Exposition, Sample, parse_exposition
 
 
@@ -111,11 +116,14 @@ class MetricPoint:
         return SeriesLayout(tuple(keys))
 
     def values(self, layout: SeriesLayout) -> list[float]:
-        out: list[float] = []
-        for key in layout.keys:
-            name, _, le = key.partition("@")
-            out.append(self.histograms[name][float(le)] if le else self.counters[name])
-        return out
+        counters, histograms = self.counters, self.histograms
+        return [
+            counters[name] if le is None else histograms[name][le] for name, le in layout.series
+        ]
+
+    def shape(self) -> tuple[object, ...]:
+        """What :meth:`layout` depends on, cheaper to get: equal shapes, equal layouts."""
+        return (*self.counters, *[(name, *h) for name, h in self.histograms.items()])
 
 
 def _total(samples: Sequence[Sample] | None) -> float | None:
@@ -362,56 +370,70 @@ def derive_metrics(
     """
     gauges = point.gauges
     backend_up = gauges.get("backend_up")
-    base = ReplicaMetrics(
+    ttft_is_estimate = point.dialect is Dialect.LLAMACPP and not point.agent
+    # Unknown until there are two scrapes in the window.
+    elapsed = qps = error_share = ttft_p50 = ttft_p95 = ttft_mean = itl_p50 = None
+    e2e_mean = prompt_tps = gen_tps = decode_tps = prefix_cache_hit = None
+    ttft_window: dict[float, float] = {}
+    span = history.window(now, window)
+    if span is not None:
+        elapsed, increase = span
+        positions = history.layout.positions
+
+        def inc(key: str) -> float | None:
+            pos = positions.get(key)
+            return increase[pos] if pos is not None else None
+
+        def rate(key: str) -> float | None:
+            value = inc(key)
+            return value / elapsed if value is not None else None
+
+        qps = rate("requests")
+        error_share = _ratio(inc("errors"), inc("requests"))
+        ttft_mean = _ratio(inc("ttft_sum"), inc("ttft_count"))
+        if ttft_is_estimate:
+            seconds_per_prompt_token = _ratio(inc("prompt_seconds"), inc("prompt_tokens"))
+            if seconds_per_prompt_token is not None:
+                ttft_mean = seconds_per_prompt_token * REFERENCE_PROMPT_TOKENS
+        ttft_window = _window_buckets(history, increase, "ttft")
+        if ttft_window:
+            ttft_p50, ttft_p95 = histogram_quantiles((0.5, 0.95), ttft_window.items())
+        itl_window = _window_buckets(history, increase, "itl")
+        itl_p50 = histogram_quantile(0.5, itl_window.items()) if itl_window else None
+        e2e_mean = _ratio(inc("e2e_sum"), inc("e2e_count"))
+        # A backend without token counters: the agent's sums of `usage`.
+        prompt_tps = rate("prompt_tokens")
+        if prompt_tps is None:
+            prompt_tps = rate("agent_prompt_tokens")
+        gen_tps = rate("generation_tokens")
+        if gen_tps is None:
+            gen_tps = rate("agent_generation_tokens")
+        decode_tps = _ratio(inc("generation_tokens"), inc("generation_seconds"))
+        prefix_cache_hit = _ratio(inc("prefix_hits"), inc("prefix_queries"))
+    return ReplicaMetrics(
         dialect=point.dialect,
+        window_s=elapsed,
+        qps=qps,
+        error_share=error_share,
+        ttft_p50=ttft_p50,
+        ttft_p95=ttft_p95,
+        ttft_mean=ttft_mean,
+        ttft_is_estimate=ttft_is_estimate,
+        itl_p50=itl_p50,
+        e2e_mean=e2e_mean,
         running=gauges.get("running"),
         waiting=gauges.get("waiting"),
         kv_usage=gauges.get("kv_usage"),
+        prompt_tps=prompt_tps,
+        gen_tps=gen_tps,
+        decode_tps=decode_tps,
+        prefix_cache_hit=prefix_cache_hit,
         busy_per_decode=gauges.get("busy_per_decode"),
-        ttft_is_estimate=point.dialect is Dialect.LLAMACPP and not point.agent,
         agent=point.agent,
         backend_metrics_ok=None if backend_up is None else backend_up == 1,
         in_flight=gauges.get("in_flight"),
         queued=gauges.get("queued"),
         **_build_fields(point.info),
-    )
-    span = history.window(now, window)
-    if span is None:
-        return base
-    elapsed, increase = span
-
-    def inc(key: str) -> float | None:
-        pos = history.position(key)
-        return increase[pos] if pos is not None else None
-
-    def rate(key: str) -> float | None:
-        value = inc(key)
-        return value / elapsed if value is not None else None
-
-    ttft_mean = _ratio(inc("ttft_sum"), inc("ttft_count"))
-    if base.ttft_is_estimate:
-        seconds_per_prompt_token = _ratio(inc("prompt_seconds"), inc("prompt_tokens"))
-        if seconds_per_prompt_token is not None:
-            ttft_mean = seconds_per_prompt_token * REFERENCE_PROMPT_TOKENS
-    ttft_window = _window_buckets(history, increase, "ttft")
-    itl_window = _window_buckets(history, increase, "itl")
-    prompt_tps = rate("prompt_tokens")
-    gen_tps = rate("generation_tokens")
-    return replace(
-        base,
-        window_s=elapsed,
-        qps=rate("requests"),
-        error_share=_ratio(inc("errors"), inc("requests")),
-        ttft_p50=histogram_quantile(0.5, sorted(ttft_window.items())) if ttft_window else None,
-        ttft_p95=histogram_quantile(0.95, sorted(ttft_window.items())) if ttft_window else None,
-        ttft_mean=ttft_mean,
-        itl_p50=histogram_quantile(0.5, sorted(itl_window.items())) if itl_window else None,
-        e2e_mean=_ratio(inc("e2e_sum"), inc("e2e_count")),
-        # A backend without token counters: the agent's sums of `usage`.
-        prompt_tps=prompt_tps if prompt_tps is not None else rate("agent_prompt_tokens"),
-        gen_tps=gen_tps if gen_tps is not None else rate("agent_generation_tokens"),
-        decode_tps=_ratio(inc("generation_tokens"), inc("generation_seconds")),
-        prefix_cache_hit=_ratio(inc("prefix_hits"), inc("prefix_queries")),
         ttft_window=ttft_window,
     )
 
@@ -419,9 +441,4 @@ def derive_metrics(
 def _window_buckets(
     history: CounterHistory, increase: Sequence[float], name: str
 ) -> dict[float, float]:
-    prefix = f"{name}@"
-    out: dict[float, float] = {}
-    for pos, key in enumerate(history.layout.keys):
-        if key.startswith(prefix):
-            out[float(key[len(prefix) :])] = increase[pos]
-    return out
+    return {bound: increase[pos] for bound, pos in history.layout.buckets.get(name, ())}

@@ -55,10 +55,11 @@ class PollerConfig:
 class _ReplicaTracker:
     """Per-replica state across cycles: counter history, last metrics, sparklines."""
 
-    __slots__ = ("history", "last_ok", "last_point", "metrics", "qps", "tps", "ttft")
+    __slots__ = ("history", "last_ok", "last_point", "metrics", "qps", "shape", "tps", "ttft")
 
     def __init__(self, capacity: int) -> None:
         self.history: CounterHistory | None = None
+        self.shape: tuple[object, ...] | None = None  # of the points the history holds
         self.last_point: MetricPoint | None = None
         self.metrics: ReplicaMetrics | None = None
         self.last_ok: float | None = None
@@ -67,18 +68,21 @@ class _ReplicaTracker:
         self.tps = Ring(capacity)
 
     def ingest(self, point: MetricPoint, t: float, config: PollerConfig) -> None:
-        layout = point.layout()
         restarted = (
             self.last_point is not None
             and point.created is not None
             and self.last_point.created is not None
             and point.created != self.last_point.created
         )
-        if self.history is None or self.history.layout != layout:
-            # New replica, or its dialect/series changed (backend switch): start over.
-            points = int(config.rate_window / max(config.metrics_interval, 0.1)) + 4
-            self.history = CounterHistory(layout, points)
-        self.history.add(t, point.values(layout), reset=restarted)
+        shape = point.shape()
+        if self.history is None or shape != self.shape:
+            layout = point.layout()
+            if self.history is None or self.history.layout != layout:
+                # New replica, or its dialect/series changed (backend switch): start over.
+                points = int(config.rate_window / max(config.metrics_interval, 0.1)) + 4
+                self.history = CounterHistory(layout, points)
+            self.shape = shape
+        self.history.add(t, point.values(self.history.layout), reset=restarted)
         self.last_point = point
         self.last_ok = t
         self.metrics = derive_metrics(point, self.history, t, config.rate_window)
