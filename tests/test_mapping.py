@@ -244,3 +244,31 @@ def test_mapping_does_not_mutate_input() -> None:
     before = copy.deepcopy(rec)
     map_service(rec)
     assert rec == before
+
+
+def test_unchanged_task_yaml_is_read_once_and_a_changed_one_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Status reads repeat the same YAML: it is parsed and redacted once, with the same
+    result as a fresh read; an updated YAML is read again."""
+    from wfdash.collect import mapping
+
+    calls: list[str] = []
+    real = mapping.redact_yaml
+
+    def counting(text: str) -> object:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(mapping, "redact_yaml", counting)
+    mapping._redact_task.cache_clear()
+    first = map_service(records.service())
+    again = map_service(json.loads(json.dumps(records.service())))  # equal, not the same str
+    assert first == again and len(calls) == 1
+    updated = records.service()
+    updated["yaml_content"] = updated["yaml_content"].replace("min_replicas: 3", "min_replicas: 2")
+    changed = map_service(updated)
+    assert len(calls) == 2
+    assert changed is not None and changed.policy.min_replicas == 2
+    mapping._redact_task.cache_clear()
+    assert map_service(records.service()) == first

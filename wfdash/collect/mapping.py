@@ -11,6 +11,7 @@ import enum
 import math
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -268,12 +269,17 @@ def derive_health(
     return Health.HEALTHY, f"{ready} ready"
 
 
+@lru_cache(maxsize=256)
 def _redact_task(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """``redact_yaml`` of a task YAML SkyPilot stored, without ``_user_specified_yaml``.
 
     SkyPilot's ``task.to_yaml_config()`` (what ``yaml_content`` holds) carries the user's
     original file verbatim in that key, comments and any secret typed into it included,
     as one string that value-based masking cannot see into.
+
+    Cached (the tree is shared: read it, never change it): a service's YAML is the same at
+    every status read until it is updated, and parsing and dumping it again was most of
+    the CPU of mapping a status.
     """
     if "_user_specified_yaml" not in text:
         return redact_yaml(text)
@@ -353,7 +359,7 @@ def map_cluster(record: Mapping[str, Any]) -> Cluster | None:
     resources_full = _opt_str(record.get("resources_str_full"))
     resources = _opt_str(record.get("resources_str")) or resources_full
     launch_yaml = record.get("last_creation_yaml")
-    tree, _ = redact_yaml(launch_yaml) if isinstance(launch_yaml, str) else (None, None)
+    tree, _ = _redact_launch(launch_yaml) if isinstance(launch_yaml, str) else (None, None)
     return Cluster(
         name=name,
         status=_enum_value(record.get("status")) or "UNKNOWN",
@@ -367,6 +373,12 @@ def map_cluster(record: Mapping[str, Any]) -> Cluster | None:
         last_event=_opt_str(record.get("last_event")),
         envs=_envs(tree),
     )
+
+
+@lru_cache(maxsize=256)
+def _redact_launch(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``redact_yaml``, cached like :func:`_redact_task` (the tree is shared: read only)."""
+    return redact_yaml(text)
 
 
 def map_clusters(records: object) -> list[Cluster]:
