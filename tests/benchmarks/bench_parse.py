@@ -4,9 +4,10 @@
 
 For a busy vLLM replica's payload (~50 KB) and a llama-server one, prints the mean time
 of one parse by each parser and the ratio, all measured in this run. The filter-parser is
-timed twice: "warm", the steady state where every label set was seen at an earlier scrape
-(its label cache hits), and "cold", where every payload carries label sets never seen
-before (each one names another model). A script, not a test: pytest collects `test_*.py`.
+timed twice: "warm", the steady state where every line was seen at an earlier scrape (its
+line memory and label cache hit: a replica whose counters did not move), and "cold", where
+every payload carries lines and label sets never seen before (each one names another
+model): a replica whose every line changed. A script, not a test: pytest collects `test_*.py`.
 """
 
 from __future__ import annotations
