@@ -32,9 +32,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from wfdash.collect.model import Cluster, Layer, Replica, ReplicaStatus, Service
+from wfdash.collect.kinds import Layer, ReplicaStatus
 from wfdash.pricing import BASE_HOST_PER_HOUR, cheapest_ondemand, hourly_price
+
+if TYPE_CHECKING:
+    from wfdash.collect.model import Cluster, Replica, Service
 
 COSTED_STATUSES = frozenset(
     {

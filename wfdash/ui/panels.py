@@ -9,14 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from wfdash.collect.events import Event, EventKind
-from wfdash.collect.model import Health, Layer, ReplicaStatus
+from wfdash.collect.kinds import EventKind, Health, Layer, ReplicaStatus
 from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.cost import FleetCost
 from wfdash.format import DASH, fmt_age, fmt_money, fmt_num, fmt_seconds, fmt_share
+
+if TYPE_CHECKING:
+    from wfdash.collect.events import Event
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from wfdash.collect.model import ReplicaStatus
+from wfdash.collect.kinds import ReplicaStatus
 from wfdash.collect.snapshot import ReplicaView, ScrapeError
 from wfdash.format import DASH, fmt_age, fmt_num, fmt_seconds
 from wfdash.ui.sparkline import sparkline
