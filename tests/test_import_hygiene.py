@@ -67,3 +67,44 @@ def test_headless_packages_load_no_textual_and_no_eager_sky() -> None:
     result = json.loads(out.stdout)
     assert "wfdash.collect.poller" in result["imported"]
     assert result["loaded"] == []
+
+
+# What the dashboard imports before its first paint (cli.main up to App.run).
+FIRST_PAINT_PROBE = """
+import json, sys
+import wfdash.cli, wfdash.ui.app, wfdash.ui.flows
+print(json.dumps(sorted(sys.modules)))
+"""
+# Each costs start-up time the first frame does not need: the pydantic domain models and
+# event model (built on the poller thread), the HTTP clients, YAML, plotting (the first
+# plots are empty), the control plane and SkyPilot itself.
+NOT_BEFORE_FIRST_PAINT = (
+    "wfdash.collect.model",
+    "wfdash.collect.events",
+    "wfdash.collect.dialects",
+    "wfdash.collect.poller",
+    "wfdash.control",
+    "wfdash.sandbox",
+    "httpx",
+    "aiohttp",
+    "yaml",
+    "plotext",
+    "sky",
+)
+
+
+def test_first_paint_imports_stay_lean() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_PAINT_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    loaded = json.loads(out.stdout)
+    early = [
+        name
+        for name in loaded
+        if any(name == bad or name.startswith(bad + ".") for bad in NOT_BEFORE_FIRST_PAINT)
+    ]
+    assert early == []
