@@ -536,6 +536,25 @@ def two_services() -> Snapshot:
 
 
 @cache
+def big_fleet() -> Snapshot:
+    """A fleet bigger than the screen: 3 base replicas and 37 GCP spot burst replicas at
+    the autoscaler's maximum, 40 in all (the table must scroll, not push the panels out).
+    """
+    replicas = [base(i) for i in (1, 2, 3)] + [burst(i) for i in range(4, 41)]
+    fleet = Fleet()
+    rng = random.Random(40)
+    for record in replicas:
+        fleet.servers[url(record)] = VllmReplica(
+            record["replica_id"], rng.uniform(0.3, 0.7), rng.uniform(0.25, 0.5)
+        )
+    services = [service(replicas, target_num_replicas=40, policy=BIG_POLICY)]
+    return freeze(_run(FakeSource(), fleet, [_static(services, [])], 12))
+
+
+BIG_POLICY = "Autoscaling from 3 to 40 replicas (target QPS per replica: 0.5)"
+
+
+@cache
 def empty() -> Snapshot:
     """The API server answers, but there are no services (and no clusters)."""
     return freeze(_run(FakeSource(), Fleet(), [_static([], [])], 2))

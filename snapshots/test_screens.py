@@ -110,6 +110,17 @@ def test_narrow_troubled(snap_compare: Compare) -> None:
     assert snap_compare(make_app(), terminal_size=NARROW, run_before=feed(fixtures.troubled()))
 
 
+def test_big_fleet(snap_compare: Compare) -> None:
+    """40 replicas: the table scrolls (cursor on the last row) and the panels stay put."""
+    assert snap_compare(
+        make_app(), terminal_size=WIDE, run_before=feed(fixtures.big_fleet(), "end")
+    )
+
+
+def test_big_fleet_narrow(snap_compare: Compare) -> None:
+    assert snap_compare(make_app(), terminal_size=NARROW, run_before=feed(fixtures.big_fleet()))
+
+
 def test_connecting(snap_compare: Compare) -> None:
     """Before the first snapshot."""
     assert snap_compare(make_app(), terminal_size=WIDE)

@@ -20,6 +20,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.css.scalar import Unit
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
@@ -53,6 +54,8 @@ MUTATING_ACTIONS = frozenset(
     {"scale_step", "scale", "backend", "launch", "rebuild", "terminate", "down"}
 )
 COMPACT_HEIGHT = 34
+# The replica table never gets fewer lines than this (its border, header and three rows).
+MIN_TABLE_HEIGHT = 5
 # Plots show a trend over the whole history window: redrawing them on every 2 s poll cost
 # more CPU than the rest of a refresh, for a shift of one braille dot. They are redrawn at
 # most every PLOT_REFRESH_S, and at most once per column of new data: a plot spanning S
@@ -208,10 +211,38 @@ class WfdashApp(App[int]):
     def on_resize(self, event: Resize) -> None:
         self._apply_compact(event.size.height, event.size.width)
         self.render_plots()
+        self.call_after_refresh(self._fit_table)
 
     def _apply_compact(self, height: int, width: int) -> None:
         compact = height < COMPACT_HEIGHT or width < 100
         self._main.set_class(compact, "compact")
+
+    def _fit_table(self) -> None:
+        """Cap the replica table at the lines the other panels leave it.
+
+        The table is as tall as its rows, but a big fleet must not push the summary, plots
+        and events off the screen. CSS cannot say "at most what the rest leaves" (an auto
+        height is not capped by ``max-height: 1fr``, and ``fr`` heights with limits share
+        space unevenly in Textual 8), so the cap is worked out here, after every layout
+        that changes the other panels: a resize, the filter box or the actions panel
+        appearing or going. Flexible panels (the plots) count at their minimum height.
+        """
+        screen = self._main
+        table = screen.query_one(ReplicaTable)
+        others = 0
+        for child in screen.children:
+            if child is table or not child.display:
+                continue
+            height = child.styles.height
+            if height is not None and height.unit is Unit.FRACTION:
+                minimum = child.styles.min_height
+                others += int(minimum.value) if minimum is not None else 0
+            else:
+                others += child.outer_size.height
+        cap = max(MIN_TABLE_HEIGHT, screen.size.height - others)
+        max_height = table.styles.max_height
+        if max_height is None or max_height.value != cap:
+            table.styles.max_height = cap
 
     # ------------------------------------------------------------------ data in
 
@@ -359,10 +390,13 @@ class WfdashApp(App[int]):
         panel = self._main.query_one("#actions", Static)
         now = self.clock()
         records = self.flows.panel_records(now)
+        shown = panel.display
         panel.display = bool(records)
         if records:
             palette = self.palette()
             panel.update(Text("\n").join(record_line(r, now, palette) for r in records[:4]))
+        if records or shown:  # the panel's height may have changed: so has the table's room
+            self.call_after_refresh(self._fit_table)
         if isinstance(self.screen, ActionsScreen):
             self.screen.update_view()
 
@@ -546,6 +580,7 @@ class WfdashApp(App[int]):
         box = self._main.query_one("#filter", Input)
         box.display = True
         box.focus()
+        self.call_after_refresh(self._fit_table)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -563,6 +598,7 @@ class WfdashApp(App[int]):
         box = self._main.query_one("#filter", Input)
         box.value = ""
         box.display = False
+        self.call_after_refresh(self._fit_table)
         self.filter_text = ""
         self._main.query_one(ReplicaTable).focus()
         self.render_table()
