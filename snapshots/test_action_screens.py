@@ -40,7 +40,6 @@ def steps(
         app = pilot.app
         assert isinstance(app, WfdashApp)
         await pilot.pause()
-        app.query_one("#filter", Input).cursor_blink = False
         app.apply_snapshot(fixtures.healthy())
         await settle(pilot)
         await pilot.press(*keys)

@@ -34,12 +34,14 @@ def feed(snapshot: Snapshot, *keys: str) -> Callable[[Pilot[Any]], Awaitable[Non
         app = pilot.app
         assert isinstance(app, WfdashApp)
         await pilot.pause()
-        # A blinking cursor would be on or off depending on when the screenshot is taken.
-        app.query_one("#filter", Input).cursor_blink = False
         app.apply_snapshot(snapshot)
         await settle(pilot)
         if keys:
             await pilot.press(*keys)
+            # A blinking cursor would be on or off depending on when the screenshot is
+            # taken (the filter box exists from the first "/").
+            for box in app.query(Input):
+                box.cursor_blink = False
             await settle(pilot)
 
     return run_before

@@ -97,6 +97,7 @@ async def test_filter_narrows_rows_and_escape_clears() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await show(pilot, fixtures.healthy())
         assert ids(app) == [1, 2, 3, 4, 5]
+        assert not app.query("#filter")  # mounted at the first "/" only
         await pilot.press("slash")
         box = app.query_one("#filter", Input)
         assert box.display and box.has_focus
@@ -117,6 +118,9 @@ async def test_filter_narrows_rows_and_escape_clears() -> None:
         assert ids(app) == [1, 2, 3, 4, 5]
         await pilot.pause(0.1)
         assert table(app).outer_size.height == 7  # border, header, 5 rows
+        await pilot.press("slash")  # the same box again, empty
+        assert app.query_one("#filter", Input) is box
+        assert box.display and box.has_focus and box.value == ""
 
 
 async def test_filter_enter_keeps_the_filter_and_returns_to_the_table() -> None:

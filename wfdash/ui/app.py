@@ -188,12 +188,10 @@ class WfdashApp(App[int]):
             with Vertical(id="events-box"):
                 yield Static("Events", classes="title")
                 yield Static(id="events")
-        yield Input(placeholder="filter replicas: words to match, escape clears", id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
         self._ui_loop = asyncio.get_running_loop()
-        self._main.query_one("#filter", Input).display = False
         self._main.query_one(ReplicaTable).focus()
         self._apply_compact(self.size.height, self.size.width)
         self.render_all()
@@ -576,8 +574,14 @@ class WfdashApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    def action_filter(self) -> None:
-        box = self._main.query_one("#filter", Input)
+    async def action_filter(self) -> None:
+        try:
+            box = self._main.query_one("#filter", Input)
+        except NoMatches:
+            # Mounted at the first "/", not composed: an input box's widget and styles
+            # cost start-up time that the first paint does not need.
+            box = Input(placeholder="filter replicas: words to match, escape clears", id="filter")
+            await self._main.mount(box, before=self._main.query_one(Footer))
         box.display = True
         box.focus()
         self.call_after_refresh(self._fit_table)
@@ -595,10 +599,10 @@ class WfdashApp(App[int]):
         if self.flows.cancel_pending():
             self.notify("Pending change dropped: nothing was changed.", timeout=3)
             return
-        box = self._main.query_one("#filter", Input)
-        box.value = ""
-        box.display = False
-        self.call_after_refresh(self._fit_table)
+        for box in self._main.query("#filter").results(Input):
+            box.value = ""
+            box.display = False
+            self.call_after_refresh(self._fit_table)
         self.filter_text = ""
         self._main.query_one(ReplicaTable).focus()
         self.render_table()
