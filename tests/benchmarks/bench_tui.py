@@ -587,11 +587,9 @@ import time
 t0 = time.perf_counter()
 import wfdash.cli
 t1 = time.perf_counter()
-import wfdash.sandbox.fleet
+import wfdash.ui.app, wfdash.ui.flows
 t2 = time.perf_counter()
-import wfdash.ui.app
-t3 = time.perf_counter()
-print(t1 - t0, t2 - t1, t3 - t2)
+print(t1 - t0, t2 - t1)
 """
 TEXTUAL_PROBE = """
 import time
@@ -599,16 +597,14 @@ t0 = time.perf_counter()
 import textual.app, textual.widgets
 print(time.perf_counter() - t0)
 """
-# What each third-party package adds once Textual (and so rich) is loaded.
+# What pydantic adds once Textual (and so rich) is loaded: the one third-party package
+# besides Textual loaded before the first paint (the settings are validated with it).
 EXTRA_PROBE = """
 import time
 import textual.app, textual.widgets
-out = []
-for name in ("pydantic", "httpx", "aiohttp", "plotext"):
-    t0 = time.perf_counter()
-    __import__(name)
-    out.append("%s=%.4f" % (name, time.perf_counter() - t0))
-print(" ".join(out))
+t0 = time.perf_counter()
+import pydantic
+print("pydantic=%.4f" % (time.perf_counter() - t0))
 """
 
 
@@ -619,9 +615,10 @@ def _probe(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def bench_imports(report: Report, runs: int, tmp_root: Path) -> None:
-    """Where the start-up goes before Textual even runs: the demo's import chain."""
+    """Where the start-up goes before Textual even runs: the demo's imports before
+    App.run() (the sandbox, httpx, plotext and sky load after the first paint)."""
     env = child_env(tmp_root / "imports")
-    parts: list[list[float]] = [[], [], []]
+    parts: list[list[float]] = [[], []]
     textual_only: list[float] = []
     extra: dict[str, list[float]] = {}
     for _ in range(runs):
@@ -635,9 +632,8 @@ def bench_imports(report: Report, runs: int, tmp_root: Path) -> None:
             name, value = item.split("=")
             extra.setdefault(name, []).append(float(value))
     names = (
-        "import wfdash.cli (pydantic, models, events, config; no httpx)",
-        "+ import wfdash.sandbox.fleet (aiohttp, emulator)",
-        "+ import wfdash.ui.app (textual, plotext, widgets)",
+        "import wfdash.cli (settings: pydantic; the event store: sqlite3)",
+        "+ import wfdash.ui.app, flows (textual, wfdash's widgets)",
     )
     for name, values in zip(names, parts, strict=True):
         if values:
@@ -652,7 +648,7 @@ def bench_imports(report: Report, runs: int, tmp_root: Path) -> None:
     if extra:
         report.add(
             "1",
-            "  third-party imports on top of textual (candidates to defer)",
+            "  third-party imports on top of textual before the first paint",
             ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in extra.items()),
         )
 
