@@ -32,6 +32,8 @@ async def test_a_big_fleet_scrolls_in_the_table_not_the_screen(size: tuple[int, 
         if not screen.has_class("compact"):
             plots = screen.query_one("#plots")
             assert plots.region.height >= 10
+        # No blank band: the bottom panels reach down to the footer.
+        assert _bottom(screen.query_one("#bottom")) == screen.query_one("Footer").region.y
 
         await pilot.press("end")
         assert table.cursor_row == 39
@@ -62,3 +64,5 @@ async def test_a_small_fleet_keeps_its_table_short() -> None:
         table = app.screen.query_one(ReplicaTable)
         assert table.region.height == 5 + 2  # rows, header, border
         assert app.screen.query_one("#plots").region.height == 20
+        bottom = app.screen.query_one("#bottom")
+        assert _bottom(bottom) == 47 and bottom.region.height > 9  # the rest, above the footer
