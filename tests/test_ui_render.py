@@ -7,8 +7,7 @@ left alone and that a changed one is redrawn.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from snapshots import fixtures
+from tests.test_ui_keys import plain
 from wfdash.collect.snapshot import Snapshot
 from wfdash.cost import service_cost
 from wfdash.format import fmt_money
@@ -28,20 +28,7 @@ SIZE = (160, 48)
 PANELS = ("#header", "#spillover", "#summary", "#clusters", "#events")
 
 
-@pytest.fixture(autouse=True)
-def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    monkeypatch.delenv("TEXTUAL_THEME", raising=False)
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
-def plain(widget: Static) -> str:
-    content = widget.content
-    return content.plain if isinstance(content, Text) else str(content)
+pytestmark = pytest.mark.usefixtures("ui_env")
 
 
 def spy_updates(app: WfdashApp) -> dict[str, list[bool]]:
