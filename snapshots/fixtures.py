@@ -535,6 +535,9 @@ def two_services() -> Snapshot:
     return freeze(_run(FakeSource(), fleet, [_static(services, [c3d_cluster()])], 12))
 
 
+BIG_POLICY = "Autoscaling from 3 to 40 replicas (target QPS per replica: 0.5)"
+
+
 @cache
 def big_fleet() -> Snapshot:
     """A fleet bigger than the screen: 3 base replicas and 37 GCP spot burst replicas at
@@ -549,9 +552,6 @@ def big_fleet() -> Snapshot:
         )
     services = [service(replicas, target_num_replicas=40, policy=BIG_POLICY)]
     return freeze(_run(FakeSource(), fleet, [_static(services, [])], 12))
-
-
-BIG_POLICY = "Autoscaling from 3 to 40 replicas (target QPS per replica: 0.5)"
 
 
 @cache

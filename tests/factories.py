@@ -8,7 +8,8 @@ from __future__ import annotations
 from types import EllipsisType
 from typing import Any
 
-from wfdash.collect.model import Layer, Replica, ReplicaStatus, Service
+from wfdash.collect.kinds import Layer, ReplicaStatus
+from wfdash.collect.model import Replica, Service
 
 T0 = 1_700_000_000.0  # a fixed "now" so tests never read the clock
 POOL = "hetzner-base"

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from tests.factories import service, spot_replica
-from wfdash.collect.events import Event, EventKind
+from wfdash.collect.events import Event
+from wfdash.collect.kinds import EventKind
 from wfdash.collect.store import EventStore
 
 

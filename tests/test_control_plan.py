@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests import records
-from wfdash.collect.events import EventKind
+from wfdash.collect.kinds import EventKind
 from wfdash.collect.mapping import map_clusters, map_services
 from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests import records
-from wfdash.collect.events import Event, EventKind
+from wfdash.collect.events import Event
+from wfdash.collect.kinds import EventKind
 from wfdash.collect.mapping import map_services
 from wfdash.collect.snapshot import ServiceView, Snapshot
 from wfdash.collect.store import EventStore

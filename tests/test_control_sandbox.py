@@ -26,8 +26,7 @@ from tests.sandbox_helpers import (
     statuses,
 )
 from wfdash.collect.dialects import Dialect
-from wfdash.collect.events import EventKind
-from wfdash.collect.model import Layer, ReplicaStatus
+from wfdash.collect.kinds import EventKind, Layer, ReplicaStatus
 from wfdash.collect.snapshot import Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.control.actions import Action, LaunchReplica, RebuildCache, Scale, SwitchBackend

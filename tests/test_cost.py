@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.factories import service, spot_replica, ssh_replica
-from wfdash.collect.model import Cluster, Layer, Replica, ReplicaStatus
+from wfdash.collect.kinds import Layer, ReplicaStatus
+from wfdash.collect.model import Cluster, Replica
 from wfdash.cost import (
     COSTED_STATUSES,
     CostLine,

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.factories import T0, by_name, gone_cluster, service, spot_replica, ssh_replica
-from wfdash.collect.events import INFERRED_NOTE, Event, EventKind, diff_snapshots
-from wfdash.collect.model import Replica, ReplicaStatus, Service
+from wfdash.collect.events import INFERRED_NOTE, Event, diff_snapshots
+from wfdash.collect.kinds import EventKind, ReplicaStatus
+from wfdash.collect.model import Replica, Service
 
 S = ReplicaStatus
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests import records
+from wfdash.collect.kinds import Health, Layer, ReplicaStatus, ServiceStatus
 from wfdash.collect.mapping import (
     classify_placement,
     instance_type_from_resources,
@@ -15,7 +16,6 @@ from wfdash.collect.mapping import (
     map_services,
     parse_policy_text,
 )
-from wfdash.collect.model import Health, Layer, ReplicaStatus, ServiceStatus
 from wfdash.collect.redact import MASK
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests import fault_server as fs
 from tests import records
-from wfdash.collect.events import EventKind
+from wfdash.collect.kinds import EventKind
 from wfdash.collect.poller import Poller, PollerConfig
 from wfdash.collect.scrape import Scraper
 from wfdash.collect.snapshot import ScrapeError

@@ -36,9 +36,8 @@ from sky.utils import status_lib
 
 from tests import records
 from tests.skypilot_api_server import FakeSkyPilotApiServer
-from wfdash.collect.events import EventKind
+from wfdash.collect.kinds import EventKind, Health, Layer, ReplicaStatus, ServiceStatus
 from wfdash.collect.mapping import map_clusters, map_services
-from wfdash.collect.model import Health, Layer, ReplicaStatus, ServiceStatus
 from wfdash.collect.poller import Poller, PollerConfig
 from wfdash.collect.scrape import Scraper
 from wfdash.collect.skypilot_source import SkyPilotStatusSource

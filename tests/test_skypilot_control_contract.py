@@ -43,7 +43,7 @@ from tests.test_skypilot_contract import (
     _listening,
     _reset_sky_client,
 )
-from wfdash.collect.events import EventKind
+from wfdash.collect.kinds import EventKind
 from wfdash.collect.mapping import map_clusters, map_services
 from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore

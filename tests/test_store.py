@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.factories import T0, by_name, gone_cluster, service, spot_replica, ssh_replica
-from wfdash.collect.events import Event, EventKind, diff_snapshots
-from wfdash.collect.model import ReplicaStatus
+from wfdash.collect.events import Event, diff_snapshots
+from wfdash.collect.kinds import EventKind, ReplicaStatus
 from wfdash.collect.store import (
     SCHEMA_VERSION,
     EventStore,

@@ -18,7 +18,7 @@ from textual.widgets import Input, Static
 
 from snapshots import fixtures
 from tests.control_fakes import RecordingPlane, control_for
-from wfdash.collect.events import EventKind
+from wfdash.collect.kinds import EventKind
 from wfdash.control.actions import LaunchReplica, Scale, SwitchBackend, TerminateReplica
 from wfdash.ui import flows
 from wfdash.ui.app import WfdashApp

@@ -1104,7 +1104,7 @@ class HttpStatusSource:
 def tui_main(url: str, pool_hosts: int, interval: float, log: Path) -> int:
     """The real dashboard (wfdash.cli.run_tui) on the remote sandbox's status."""
     from wfdash.cli import open_store, run_tui
-    from wfdash.collect.model import ReplicaStatus
+    from wfdash.collect.kinds import ReplicaStatus
     from wfdash.config import load_config
     from wfdash.control.deploy import DeploymentFiles
     from wfdash.control.skypilot_plane import SkyPilotControlPlane
@@ -1160,7 +1160,8 @@ class FleetGen:
 
     def __init__(self, n: int, seed: int = 1, t0: float = 1_700_000_000.0) -> None:
         from wfdash.collect.dialects import Dialect, ReplicaMetrics
-        from wfdash.collect.model import Layer, Replica, ReplicaStatus
+        from wfdash.collect.kinds import Layer, ReplicaStatus
+        from wfdash.collect.model import Replica
 
         self.rng = random.Random(seed)
         self.t = t0
@@ -1282,7 +1283,8 @@ class FleetGen:
         self.s95 = [*self.s95[1:], self.rng.uniform(1.0, 3.0)]
 
     def snapshot(self) -> Any:
-        from wfdash.collect.model import Health, ReplicaPolicy, Service, ServiceStatus
+        from wfdash.collect.kinds import Health, ServiceStatus
+        from wfdash.collect.model import ReplicaPolicy, Service
         from wfdash.collect.snapshot import ServiceView, Snapshot
 
         if not hasattr(self, "_service"):

@@ -18,9 +18,6 @@ from pydantic import BaseModel, ConfigDict
 from wfdash.collect.kinds import EventKind, Layer, ReplicaStatus
 from wfdash.collect.model import Replica, Service
 
-# EventKind is defined in kinds (no pydantic) and belongs with the events.
-__all__ = ["INFERRED_NOTE", "Event", "EventKind", "diff_snapshots"]
-
 
 class Event(BaseModel):
     """One thing that happened to a service or replica, as wfdash observed it."""

@@ -16,16 +16,8 @@ from typing import Any
 
 import yaml
 
-from wfdash.collect.model import (
-    Cluster,
-    Health,
-    Layer,
-    Replica,
-    ReplicaPolicy,
-    ReplicaStatus,
-    Service,
-    ServiceStatus,
-)
+from wfdash.collect.kinds import Health, Layer, ReplicaStatus, ServiceStatus
+from wfdash.collect.model import Cluster, Replica, ReplicaPolicy, Service
 from wfdash.collect.redact import mask_value, redact_yaml
 
 _KNOWN_CLOUDS = {"aws": "aws", "gcp": "gcp", "runpod": "runpod"}

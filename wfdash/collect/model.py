@@ -10,18 +10,6 @@ from pydantic import BaseModel, ConfigDict
 
 from wfdash.collect.kinds import Health, Layer, ReplicaStatus, ServiceStatus
 
-# The enums are defined in kinds (no pydantic) and belong to the model's vocabulary.
-__all__ = [
-    "Cluster",
-    "Health",
-    "Layer",
-    "Replica",
-    "ReplicaPolicy",
-    "ReplicaStatus",
-    "Service",
-    "ServiceStatus",
-]
-
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from wfdash.collect.derive import CounterHistory, Ring, histogram_quantile, merge_buckets
 from wfdash.collect.dialects import MetricPoint, ReplicaMetrics, derive_metrics, parse_point
 from wfdash.collect.events import Event, diff_snapshots
+from wfdash.collect.kinds import ReplicaStatus
 from wfdash.collect.mapping import map_clusters, map_services
-from wfdash.collect.model import Cluster, ReplicaStatus, Service
+from wfdash.collect.model import Cluster, Service
 from wfdash.collect.redact import redact_text
 from wfdash.collect.scrape import Scraper, ScrapeResult, metrics_url
 from wfdash.collect.snapshot import (

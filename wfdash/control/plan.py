@@ -30,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from wfdash.collect.model import Cluster, Layer, Replica, ReplicaStatus, Service, ServiceStatus
+from wfdash.collect.kinds import Layer, ReplicaStatus, ServiceStatus
+from wfdash.collect.model import Cluster, Replica, Service
 from wfdash.collect.redact import redact_tree
 from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
 from wfdash.control.actions import (

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from wfdash.collect.events import Event, EventKind
+from wfdash.collect.events import Event
+from wfdash.collect.kinds import EventKind
 from wfdash.collect.redact import redact_text
 from wfdash.collect.store import EventStore, EventStoreError
 from wfdash.control.actions import TerminateReplica
