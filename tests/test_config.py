@@ -9,15 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wfdash.collect.poller import PollerConfig
 from wfdash.config import (
+    SETTINGS,
     Config,
     ConfigError,
     default_config_path,
     describe_settings,
     load_config,
+    plainly_valid,
 )
+from wfdash.config_schema import config_model, validate
 from wfdash.ui.themes import theme_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,10 +260,10 @@ def test_describe_settings_covers_every_field() -> None:
     text = describe_settings()
     assert str(default_config_path()) in text
     assert "WFDASH_CONFIG" in text
-    for key, field in Config.model_fields.items():
-        assert f"  {key} " in text
-        assert f"WFDASH_{key.upper()} " in text
-        assert field.description and field.description in text
+    for setting in SETTINGS:
+        assert f"  {setting.name} " in text
+        assert f"WFDASH_{setting.name.upper()} " in text
+        assert setting.metadata["description"] in text
     for name in theme_names():
         assert name in text
     assert "(> 0, <= 3600)" in text  # bounds come from the fields themselves
@@ -299,3 +304,112 @@ def test_loading_the_config_loads_no_textual(tmp_path: Path) -> None:
         env={"XDG_CONFIG_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert json.loads(out.stdout) == []
+
+
+def test_a_valid_configuration_loads_without_pydantic(tmp_path: Path) -> None:
+    """The dashboard reads its settings before the first frame: pydantic (~0.1 s) is only
+    imported to word a problem."""
+    config_home = tmp_path / "xdg"
+    (config_home / "wfdash").mkdir(parents=True)
+    (config_home / "wfdash" / "config.toml").write_text(
+        "interval = 5\nwindow = 120.5\nservices = ['bitnet']\nstate_dir = '~/wf'\n"
+        "ascii = true\ntheme = 'wfdash-light'\nmetrics_token_env = 'MY_TOKEN'\n"
+    )
+    probe = (
+        "import json, sys\n"
+        "from wfdash.config import load_config\n"
+        "config = load_config(overrides={'interval': 3.0, 'read_only': True})\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic')\n"
+        "try:\n"
+        "    load_config(overrides={'interval': -1.0})\n"
+        "except Exception as exc:\n"
+        "    error = str(exc)\n"
+        "print(json.dumps([config.interval, config.window, config.theme, loaded, error]))\n"
+    )
+    env = {
+        "XDG_CONFIG_HOME": str(config_home),
+        "PATH": "/usr/bin:/bin",
+        "WFDASH_STATE_DIR": str(tmp_path / "state"),
+        "WFDASH_SCRAPE_TIMEOUT": "1.5",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    assert json.loads(out.stdout) == [
+        3.0,
+        120.5,
+        "wfdash-light",
+        [],
+        "--interval: must be greater than 0 (got -1.0)",
+    ]
+
+
+# ------------------------------------------------------------------ fast path vs pydantic
+
+THEMES = frozenset({"wfdash-dark", "wfdash-light"})
+_anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.integers(min_value=-5, max_value=5000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1, max_value=5000),
+    st.text(max_size=12),
+    st.sampled_from(["wfdash-dark", "wfdash-light", "solarized", "", " ", "~/x", "MY_TOKEN"]),
+    st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=4),
+    st.lists(st.sampled_from(["a", " b ", "a", ""]), max_size=4),
+    st.tuples(st.text(max_size=3)),
+    st.builds(Path, st.sampled_from(["/tmp/x", "~/y", "rel"])),
+)
+_keys = st.sampled_from([setting.name for setting in SETTINGS] + ["intervall", "token"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_keys, _anything, max_size=5))
+def test_the_fast_path_never_accepts_what_pydantic_would_not(data: dict[str, object]) -> None:
+    fast = plainly_valid(data, THEMES)
+    try:
+        slow: Config | None = validate(data, {}, THEMES)
+    except ConfigError:
+        slow = None
+    if fast is not None:
+        assert slow == fast
+        for setting in SETTINGS:  # the same types too: 5 and 5.0 are equal
+            name = setting.name
+            assert type(getattr(fast, name)) is type(getattr(slow, name))
+
+
+_valid = {
+    "interval": st.floats(min_value=0.001, max_value=3600) | st.integers(1, 3600),
+    "status_interval": st.floats(min_value=0.5, max_value=3600),
+    "window": st.floats(min_value=1, max_value=86400),
+    "history_points": st.integers(2, 100_000),
+    "theme": st.sampled_from(sorted(THEMES)),
+    "ascii": st.booleans(),
+    "read_only": st.booleans(),
+    "services": st.lists(st.text(min_size=1).filter(str.strip), max_size=3),
+    "state_dir": st.none() | st.sampled_from(["~/wf", "/var/lib/wfdash", Path("/tmp")]),
+    "scrape_timeout": st.floats(min_value=0.1, max_value=300),
+    "scrape_concurrency": st.integers(1, 4096),
+    "metrics_token_env": st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
+}
+
+
+def test_every_setting_has_a_valid_value_strategy() -> None:
+    assert set(_valid) == {setting.name for setting in SETTINGS}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional=_valid))
+def test_the_fast_path_takes_every_valid_configuration(data: dict[str, object]) -> None:
+    """So pydantic is never imported for a good configuration."""
+    fast = plainly_valid(data, THEMES)
+    assert fast is not None
+    assert fast == validate(data, {}, THEMES)
+
+
+def test_the_schema_is_built_from_the_same_fields() -> None:
+    model = config_model()
+    assert list(model.model_fields) == [setting.name for setting in SETTINGS]
+    defaults = model.model_validate({}, context={"known_themes": THEMES})
+    assert Config(**defaults.model_dump()) == Config()

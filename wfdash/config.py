@@ -15,24 +15,18 @@ Imports no textual or rich: ``wfdash --once`` loads the configuration too.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
+import operator
 import os
 import re
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import platformdirs
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
-from pydantic_core import ErrorDetails
 
 if TYPE_CHECKING:
     from wfdash.collect.poller import PollerConfig
@@ -50,83 +44,72 @@ _SECRET_KEY = re.compile(
     r"token|passw(or)?d|secret|api[_-]?key|credential|bearer|private[_-]?key|cookie",
     re.IGNORECASE,
 )
-# Fields whose value is never echoed in an error: a misplaced token would end up there.
-_QUIET_FIELDS = frozenset({"metrics_token_env"})
 # Flags whose name is not `--` + the key with dashes.
 _FLAG_NAMES = {"services": "--service"}
+# The bounds a numeric setting may have, as pydantic's Field() names them.
+BOUND_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_BOUND_TESTS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 
 
 class ConfigError(Exception):
     """One readable line: which file/env/flag, which key, what is wrong."""
 
 
-class Config(BaseModel):
-    """Every wfdash setting, validated. Build it with :func:`load_config`."""
+def _about(description: str, **bounds: float) -> dict[str, Any]:
+    """A setting's metadata: what ``--help`` says about it, and its numeric bounds."""
+    return {"description": description, "bounds": bounds}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    interval: float = Field(2.0, gt=0, le=3600, description="seconds between metric polls")
-    status_interval: float = Field(
-        6.0, gt=0, le=3600, description="seconds between status reads (the SkyPilot API server)"
-    )
-    window: float = Field(
-        60.0, gt=0, le=86400, description="seconds behind rates and TTFT quantiles"
-    )
-    history_points: int = Field(
-        300, ge=2, le=100_000, description="points kept per series for sparklines and plots"
-    )
-    # Validated even when left at its default: the shipped themes may be missing.
-    theme: str = Field("wfdash-dark", validate_default=True, description="colour theme")
-    ascii: bool = Field(False, description="draw with ASCII only (no block or braille glyphs)")
-    read_only: bool = Field(False, description="refuse every action that changes a service")
-    services: list[str] = Field(
-        default_factory=list, description="only these services (empty: every service)"
-    )
-    state_dir: Path | None = Field(
-        None, description="folder of the event database (unset: the platform's state dir)"
-    )
-    scrape_timeout: float = Field(
-        3.0, gt=0, le=300, description="seconds before a replica /metrics scrape is given up"
-    )
-    scrape_concurrency: int = Field(64, ge=1, le=4096, description="scrapes in flight at once")
-    metrics_token_env: str = Field(
-        "WFDASH_METRICS_TOKEN",
-        description="NAME of the environment variable holding the /metrics bearer token",
-    )
+@dataclass(frozen=True)
+class Config:
+    """Every wfdash setting, validated. Build it with :func:`load_config`.
 
-    @field_validator("theme")
-    @classmethod
-    def _known_theme(cls, value: str, info: ValidationInfo) -> str:
-        known = (info.context or {}).get("known_themes")
-        if known is not None and value not in known:
-            names = ", ".join(sorted(known)) or "none"
-            raise ValueError(f"unknown theme {value!r} (known: {names})")
-        return value
+    A plain dataclass, not a pydantic model: the dashboard reads its settings before the
+    first frame, and a valid configuration is checked without importing pydantic (~0.1 s
+    of start-up). Pydantic stays the authority on what is invalid and how to say so:
+    :mod:`wfdash.config_schema` builds its model from these fields.
+    """
 
-    @field_validator("services")
-    @classmethod
-    def _service_names(cls, value: list[str]) -> list[str]:
-        names = [name.strip() for name in value]
-        if not all(names):
-            raise ValueError("service names must not be empty")
-        return list(dict.fromkeys(names))
-
-    @field_validator("state_dir", mode="before")
-    @classmethod
-    def _path(cls, value: object) -> object:
-        if isinstance(value, str):
-            if not value.strip():
-                raise ValueError("must not be empty")
-            return Path(value).expanduser()
-        return value.expanduser() if isinstance(value, Path) else value
-
-    @field_validator("metrics_token_env")
-    @classmethod
-    def _names_a_variable(cls, value: str) -> str:
-        if not _ENV_NAME.fullmatch(value):
-            # Not echoed: someone may have put the token itself here.
-            raise ValueError("must be the name of an environment variable, not its value")
-        return value
+    interval: float = field(
+        default=2.0, metadata=_about("seconds between metric polls", gt=0, le=3600)
+    )
+    status_interval: float = field(
+        default=6.0,
+        metadata=_about("seconds between status reads (the SkyPilot API server)", gt=0, le=3600),
+    )
+    window: float = field(
+        default=60.0, metadata=_about("seconds behind rates and TTFT quantiles", gt=0, le=86400)
+    )
+    history_points: int = field(
+        default=300,
+        metadata=_about("points kept per series for sparklines and plots", ge=2, le=100_000),
+    )
+    # Checked even when left at its default: the shipped themes may be missing.
+    theme: str = field(default="wfdash-dark", metadata=_about("colour theme"))
+    ascii: bool = field(
+        default=False, metadata=_about("draw with ASCII only (no block or braille glyphs)")
+    )
+    read_only: bool = field(
+        default=False, metadata=_about("refuse every action that changes a service")
+    )
+    services: list[str] = field(
+        default_factory=list, metadata=_about("only these services (empty: every service)")
+    )
+    state_dir: Path | None = field(
+        default=None,
+        metadata=_about("folder of the event database (unset: the platform's state dir)"),
+    )
+    scrape_timeout: float = field(
+        default=3.0,
+        metadata=_about("seconds before a replica /metrics scrape is given up", gt=0, le=300),
+    )
+    scrape_concurrency: int = field(
+        default=64, metadata=_about("scrapes in flight at once", ge=1, le=4096)
+    )
+    metrics_token_env: str = field(
+        default="WFDASH_METRICS_TOKEN",
+        metadata=_about("NAME of the environment variable holding the /metrics bearer token"),
+    )
 
     def poller_config(self) -> PollerConfig:
         from wfdash.collect.poller import PollerConfig
@@ -141,6 +124,63 @@ class Config(BaseModel):
     def metrics_token(self, env: Mapping[str, str] | None = None) -> str | None:
         """The bearer token for replica ``/metrics``, from ``$<metrics_token_env>``."""
         return (os.environ if env is None else env).get(self.metrics_token_env) or None
+
+
+SETTINGS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Config)
+SETTING_BOUNDS: dict[str, dict[str, float]] = {s.name: s.metadata["bounds"] for s in SETTINGS}
+
+
+@cache
+def setting_types() -> dict[str, Any]:
+    """Each setting's type (the annotations are strings until resolved)."""
+    return get_type_hints(Config)
+
+
+def default_of(setting: dataclasses.Field[Any]) -> Any:
+    if setting.default_factory is not dataclasses.MISSING:
+        return setting.default_factory()
+    return setting.default
+
+
+# ----------------------------------------------------------------- checks beyond the type
+# Shared by the fast path below and the pydantic schema, so both say the same.
+
+
+def check_theme(value: str, known_themes: Collection[str]) -> str:
+    if value not in known_themes:
+        names = ", ".join(sorted(known_themes)) or "none"
+        raise ValueError(f"unknown theme {value!r} (known: {names})")
+    return value
+
+
+def check_service_names(value: list[str]) -> list[str]:
+    names = [name.strip() for name in value]
+    if not all(names):
+        raise ValueError("service names must not be empty")
+    return list(dict.fromkeys(names))
+
+
+def check_state_dir(value: object) -> object:
+    """Text becomes a path (``~`` expanded); anything else is left to the type check."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return Path(value).expanduser()
+    return value.expanduser() if isinstance(value, Path) else value
+
+
+def check_variable_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        # Not echoed: someone may have put the token itself here.
+        raise ValueError("must be the name of an environment variable, not its value")
+    return value
+
+
+# Checks that run on a value of the right type (state_dir's runs before the type check).
+VALUE_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "services": check_service_names,
+    "metrics_token_env": check_variable_name,
+}
 
 
 def default_config_path() -> Path:
@@ -174,7 +214,7 @@ def load_config(
         data[key] = value
         sources[key] = (file_label, key)
 
-    for key in Config.model_fields:
+    for key in setting_types():
         name = _env_var(key)
         text = env.get(name, "")
         if text.strip():
@@ -192,10 +232,70 @@ def load_config(
         from wfdash.ui.themes import theme_names
 
         known_themes = theme_names()
+    known = frozenset(known_themes)
+    config = plainly_valid(data, known)
+    if config is not None:
+        return config
+    # Something is wrong, or unusual enough to need the full rules: pydantic decides,
+    # and words every problem.
+    from wfdash.config_schema import validate
+
+    return validate(data, sources, known)
+
+
+def plainly_valid(data: Mapping[str, object], known_themes: Collection[str]) -> Config | None:
+    """``data`` as a :class:`Config` when every value is plainly valid, else ``None``.
+
+    The fast path of :func:`load_config`. It accepts a subset of what the pydantic schema
+    accepts (values of exactly the right type, within bounds, passing the same checks) and
+    gives the same result; anything else, right or wrong, is left to the schema, which
+    also writes the error messages. ``tests/test_config.py`` checks both promises.
+    """
+    types = setting_types()
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in types:
+            return None
+        try:
+            values[key] = _plain_value(key, types[key], value)
+        except ValueError:
+            return None
     try:
-        return Config.model_validate(data, context={"known_themes": frozenset(known_themes)})
-    except ValidationError as exc:
-        raise ConfigError(_summary(exc, sources)) from None
+        check_theme(values.get("theme", Config.theme), known_themes)
+    except ValueError:
+        return None
+    return Config(**values)
+
+
+def _plain_value(key: str, kind: object, value: object) -> object:
+    """``value`` as setting ``key`` holds it; ValueError unless plainly valid."""
+    if kind is bool or kind is str:
+        if type(value) is not kind:
+            raise ValueError(key)
+    elif kind is int or kind is float:
+        # Strict, as the schema is: no bools, no numeric strings; an int may be a float.
+        if type(value) is not int and not (kind is float and type(value) is float):
+            raise ValueError(key)
+        if not _within(value, SETTING_BOUNDS[key]):  # before float(): 10**400 overflows
+            raise ValueError(key)
+        value = kind(value)
+    elif key == "services":
+        if type(value) is not list or any(type(item) is not str for item in value):
+            raise ValueError(key)
+    elif key == "state_dir":
+        if value is not None:
+            value = check_state_dir(value)
+            if not isinstance(value, Path):
+                raise ValueError(key)
+    else:  # a setting this fast path has not learned: the schema decides
+        raise ValueError(key)
+    check = VALUE_CHECKS.get(key)
+    return value if check is None else check(value)
+
+
+def _within(value: float | int, bounds: Mapping[str, float]) -> bool:
+    # NaN is never within bounds: every numeric setting has an upper one.
+    return all(_BOUND_TESTS[name](value, limit) for name, limit in bounds.items())
 
 
 def _env_var(key: str) -> str:
@@ -260,7 +360,7 @@ def _secret_key(value: object, where: str = "") -> str | None:
 
 def _from_env(key: str, name: str, text: str) -> object:
     """An environment variable's text as the type of ``key``'s field."""
-    kind = Config.model_fields[key].annotation
+    kind = setting_types()[key]
     text = text.strip()
     if kind is bool:
         word = text.lower()
@@ -282,36 +382,6 @@ def _from_env(key: str, name: str, text: str) -> object:
     return text
 
 
-def _summary(exc: ValidationError, sources: Mapping[str, tuple[str, str]]) -> str:
-    """Every problem on one line, grouped by source: ``config F: a: ...; b: ...``."""
-    by_source: dict[str, list[str]] = {}
-    for error in exc.errors(include_url=False):
-        loc = error["loc"]
-        key = str(loc[0]) if loc else ""
-        source, name = sources.get(key, ("default", key))
-        name += "".join(f"[{part}]" for part in loc[1:])  # an item of a list: services[1]
-        problem = _problem(error, key)
-        by_source.setdefault(source, []).append(f"{name}: {problem}" if name else problem)
-    return "; ".join(f"{source}: {'; '.join(problems)}" for source, problems in by_source.items())
-
-
-def _problem(error: ErrorDetails, key: str) -> str:
-    """What is wrong, in words, with the value when it is safe and useful to show."""
-    if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(key, Config.model_fields, n=1)
-        return "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
-    if error["type"] == "value_error":
-        # Our validators' messages say what they need; "Value error, " is pydantic's.
-        return error["msg"].removeprefix("Value error, ")
-    message = error["msg"].replace("Input should be ", "must be ", 1)
-    if key in _QUIET_FIELDS:
-        return message
-    shown = repr(error["input"])
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{message} (got {shown})"
-
-
 def describe_settings() -> str:
     """Every setting with its environment variable, default and meaning: the epilog of
     ``wfdash --help`` (print it with ``argparse.RawDescriptionHelpFormatter``)."""
@@ -325,13 +395,16 @@ def describe_settings() -> str:
     ]
     from wfdash.ui.themes import theme_names
 
-    for key, field in Config.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        lines.append(f"  {key:<19} {_env_var(key):<26} {_toml(default)}")
-        limits = _limits(field.metadata)
+    for setting in SETTINGS:
+        key = setting.name
+        lines.append(f"  {key:<19} {_env_var(key):<26} {_toml(default_of(setting))}")
+        limits = ", ".join(
+            f"{BOUND_SYMBOLS[name]} {limit:g}" for name, limit in SETTING_BOUNDS[key].items()
+        )
         if key == "theme":
             limits = "one of " + ", ".join(theme_names())
-        lines.append(f"      {field.description}{f' ({limits})' if limits else ''}")
+        description = setting.metadata["description"]
+        lines.append(f"      {description}{f' ({limits})' if limits else ''}")
     return "\n".join(lines)
 
 
@@ -346,15 +419,3 @@ def _toml(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     return str(value)
-
-
-def _limits(metadata: list[Any]) -> str:
-    """The bounds of a numeric field, from its ``Field(gt=..., le=...)``."""
-    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-    parts = [
-        f"{symbol} {getattr(item, attr):g}"
-        for item in metadata
-        for attr, symbol in symbols.items()
-        if getattr(item, attr, None) is not None
-    ]
-    return ", ".join(parts)
