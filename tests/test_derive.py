@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -103,23 +104,23 @@ def _history(
 
 def test_rate_over_window() -> None:
     history = _history([(0, 100), (10, 110), (20, 130), (30, 160)])
-    elapsed, increase = history.window(now=30, seconds=60)  # type: ignore[misc]
+    elapsed, increase, _ = history.window(now=30, seconds=60)  # type: ignore[misc]
     assert (elapsed, increase[0]) == (30, 60)
-    elapsed, increase = history.window(now=30, seconds=15)  # type: ignore[misc]
+    elapsed, increase, _ = history.window(now=30, seconds=15)  # type: ignore[misc]
     assert (elapsed, increase[0]) == (10, 30)  # from t=20 (first point inside the window)
 
 
 def test_counter_reset_counts_the_new_value_not_a_negative_delta() -> None:
     # The replica restarted between t=20 and t=30: 130 → 5 means 5 new requests.
     history = _history([(0, 100), (10, 110), (20, 130), (30, 5), (40, 25)])
-    elapsed, increase = history.window(now=40, seconds=60)  # type: ignore[misc]
+    elapsed, increase, _ = history.window(now=40, seconds=60)  # type: ignore[misc]
     assert (elapsed, increase[0]) == (40, 30 + 5 + 20)
 
 
 def test_forced_reset_when_created_timestamp_changes() -> None:
     # Counter restarted and grew past its old value between scrapes: only _created tells.
     history = _history([(0, 100), (10, 150)], reset_at={10})
-    _, increase = history.window(now=10, seconds=60)  # type: ignore[misc]
+    _, increase, _ = history.window(now=10, seconds=60)  # type: ignore[misc]
     assert increase[0] == 150
 
 
@@ -130,7 +131,7 @@ def test_window_needs_two_points() -> None:
 
 def test_out_of_order_points_are_ignored() -> None:
     history = _history([(0, 10), (10, 20), (5, 1000)])
-    _, increase = history.window(now=10, seconds=60)  # type: ignore[misc]
+    _, increase, _ = history.window(now=10, seconds=60)  # type: ignore[misc]
     assert increase[0] == 10
 
 
@@ -139,6 +140,85 @@ def test_history_is_bounded() -> None:
     for t in range(100):
         history.add(float(t), [float(t)])
     assert len(history) == 5
+
+
+def test_a_series_that_appears_counts_from_its_first_scrape() -> None:
+    history = CounterHistory(SeriesLayout(("a",)), max_points=100)
+    for t in range(0, 40, 10):
+        history.add(float(t), [float(t)])
+    history.relayout(SeriesLayout(("a", "b")))  # b arrives with a big lifetime total
+    history.add(40.0, [40.0, 1e6])
+    span = history.window(now=40, seconds=60)
+    assert span is not None
+    assert (span.elapsed, span.increase[0], span.seconds(0)) == (40, 40, 40)
+    assert math.isnan(span.increase[1])  # one scrape of b: no increase yet
+    history.add(50.0, [50.0, 1e6 + 5])
+    span = history.window(now=50, seconds=60)
+    assert span is not None
+    assert (span.increase[0], span.seconds(0)) == (50, 50)
+    assert (span.increase[1], span.seconds(1)) == (5, 10)
+
+
+def test_a_series_that_leaves_takes_nothing_from_the_others() -> None:
+    history = CounterHistory(SeriesLayout(("a", "b")), max_points=100)
+    history.add(0.0, [0.0, 7.0])
+    history.add(10.0, [10.0, 8.0])
+    history.relayout(SeriesLayout(("a",)))
+    history.add(20.0, [25.0])
+    span = history.window(now=20, seconds=60)
+    assert span is not None and list(span.increase) == [25.0] and span.late == {}
+
+
+def _reference_increase(
+    samples: list[tuple[float, float, bool]], now: float, seconds: float
+) -> tuple[float, float] | None:
+    """One series' (increase, span) from its own samples (t, raw, reset), as PromQL's
+    ``increase`` without extrapolation: from its first sample inside the window."""
+    inside = [sample for sample in samples if sample[0] >= now - seconds]
+    if len(inside) < 2:
+        return None
+    total = 0.0
+    for (_, before, _), (_, value, reset) in itertools.pairwise(inside):
+        total += value if reset or value < before else value - before
+    return total, inside[-1][0] - inside[0][0]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_series_coming_and_going_match_a_per_series_reference(seed: int) -> None:
+    """Each series' increase is what its own samples give, whatever the others do; one
+    that leaves and comes back counts from its return."""
+    rng = random.Random(seed)
+    keys = ["a", "b", "c", "d"]
+    history: CounterHistory | None = None
+    raw = {key: rng.uniform(0, 1e6) for key in keys}
+    samples: dict[str, list[tuple[float, float, bool]]] = {key: [] for key in keys}
+    t = 1000.0
+    for step in range(40):
+        t += rng.choice([1.0, 2.0, 2.5])
+        present = [key for key in keys if rng.random() < 0.85]
+        reset = rng.random() < 0.05
+        for key in keys:
+            if key not in present:
+                samples[key] = []  # gone: its history is lost
+                continue
+            raw[key] = rng.uniform(0, 10) if reset or rng.random() < 0.03 else raw[key]
+            raw[key] += rng.choice([0.0, 1.0, rng.uniform(0, 50)])
+            samples[key].append((t, raw[key], reset))
+        layout = SeriesLayout(tuple(present))
+        if history is None:
+            history = CounterHistory(layout, max_points=100)
+        history.relayout(layout)
+        history.add(t, [raw[key] for key in present], reset=reset)
+        span = history.window(now=t, seconds=15.0)
+        for key in present:
+            want = _reference_increase(samples[key], t, 15.0)
+            position = layout.positions[key]
+            if span is None or math.isnan(span.increase[position]):
+                assert want is None, (step, key)
+            else:
+                assert want is not None, (step, key)
+                assert span.increase[position] == pytest.approx(want[0], rel=1e-9, abs=1e-6)
+                assert span.seconds(position) == want[1]
 
 
 def test_ring_keeps_gaps_and_bounds() -> None:

@@ -240,3 +240,34 @@ def test_a_nan_request_count_is_skipped() -> None:
     point, _ = parse_point(body)
     assert point is not None and point.counters["requests"] == 0
     assert not math.isnan(point.counters["errors"])
+
+
+def test_the_backends_families_coming_and_going_leave_the_agents_rates_alone() -> None:
+    """The backend's /metrics times out behind the agent for a while, then comes back with
+    its big lifetime totals: QPS stays measured throughout, and the backend's token rate
+    counts from its return (no spike of everything it ever generated, no blank scrape)."""
+    from wfdash.collect.poller import PollerConfig, _ReplicaTracker
+
+    config = PollerConfig(metrics_interval=2.0, rate_window=20.0)
+    tracker = _ReplicaTracker(10)
+    qps: list[float | None] = []
+    gen: list[float | None] = []
+    for step in range(20):
+        t, ok = 1_000.0 + 2 * step, 100 + 3 * step  # 1.5 requests/s all along
+        backend_up = not 5 <= step < 10
+        body = agent_text(ok, ttfts=(0.5,) * ok, backend_up=backend_up)
+        if backend_up:
+            body += llama(generated=1_000_000 + 40 * step, seconds=5_000.0 + step)
+        point, _ = parse_point(body)
+        assert point is not None
+        tracker.ingest(point, t, config)
+        assert tracker.metrics is not None
+        qps.append(tracker.metrics.qps)
+        gen.append(tracker.metrics.gen_tps)
+    assert qps[0] is None
+    assert qps[1:] == pytest.approx([1.5] * 19)  # never blank, never restarted
+    assert gen[1:5] == pytest.approx([20.0] * 4)
+    # Gone: the agent's usage sums stand in (none were counted here).
+    assert gen[5:10] == pytest.approx([0.0] * 5)
+    assert gen[10] == pytest.approx(0.0)  # back: one scrape of it so far, the sums again
+    assert gen[11:] == pytest.approx([20.0] * 9)  # from its return on, not its lifetime

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import add, itemgetter, sub
+from typing import NamedTuple
 
 INF = math.inf
+NAN = math.nan
 
 Buckets = Iterable[tuple[float, float]]
 """Cumulative histogram buckets as ``(upper bound, count)``, in any order (one is ``+Inf``)."""
@@ -126,6 +128,20 @@ class SeriesLayout:
         return {key: i for i, key in enumerate(self.keys)}
 
 
+class Span(NamedTuple):
+    """Counter increases over a window of scrapes, from :meth:`CounterHistory.window`."""
+
+    elapsed: float  # seconds from the window's first scrape to its last
+    increase: array[float]  # per series; NaN where a series has no two points in the window
+    # Series that began inside the window (they appeared in a later scrape): position →
+    # seconds since their first point, the span their increase was taken over.
+    late: Mapping[int, float]
+
+    def seconds(self, position: int) -> float:
+        """The span series ``position``'s increase was taken over."""
+        return self.late.get(position, self.elapsed)
+
+
 class CounterHistory:
     """Bounded history of one replica's counters, reset-corrected as they arrive.
 
@@ -134,29 +150,61 @@ class CounterHistory:
     ``increase``. A window's increase is then a subtraction of two points, and
     histogram bucket deltas come out of the same arrays. Points are ``array('d')``s,
     so 1000 replicas × a few dozen series × a window of points stay a few MB.
+
+    When the set of series changes, :meth:`relayout` keeps the history of the series that
+    stay; a series that appears has NaN in the points before its first scrape.
     """
 
-    __slots__ = ("_index", "_last_raw", "_points", "layout")
+    __slots__ = ("_fresh", "_index", "_last_raw", "_points", "layout")
 
     def __init__(self, layout: SeriesLayout, max_points: int) -> None:
         self.layout = layout
         self._index = layout.positions
         self._points: deque[tuple[float, array[float]]] = deque(maxlen=max(2, max_points))
         self._last_raw: array[float] | None = None
+        self._fresh: list[int] = []  # positions of series not scraped yet (NaN so far)
 
     def __len__(self) -> int:
         return len(self._points)
+
+    def relayout(self, layout: SeriesLayout) -> None:
+        """Go on with ``layout``'s series: those already here keep their points.
+
+        A new series counts from its first scrape on, as PromQL's ``increase`` counts a
+        series from its first sample. Starting every series over instead would blank each
+        rate for a scrape and shorten its window whenever one series came or went: a
+        counter's first label set, the backend's families coming back behind the agent.
+        """
+        if layout == self.layout:
+            return
+        moves = [self._index.get(key) for key in layout.keys]
+
+        def remap(values: array[float]) -> array[float]:
+            return array("d", (NAN if i is None else values[i] for i in moves))
+
+        self._points = deque(
+            ((t, remap(values)) for t, values in self._points), maxlen=self._points.maxlen
+        )
+        if self._last_raw is not None:
+            self._last_raw = remap(self._last_raw)
+        self._fresh = [position for position, i in enumerate(moves) if i is None]
+        self.layout = layout
+        self._index = layout.positions
 
     def add(self, t: float, raw: Sequence[float], reset: bool = False) -> None:
         """Append a scrape taken at ``t``; ``reset`` forces restart handling on all series."""
         if self._points and t <= self._points[-1][0]:
             return  # out of order or duplicate scrape: ignore
         current = array("d", raw)
+        fresh = self._fresh
         if not self._points or self._last_raw is None:
             adjusted = array("d", current)
         else:
+            last_raw = self._last_raw
+            for i in fresh:  # a new series: no delta at its first scrape
+                last_raw[i] = current[i]
             previous = self._points[-1][1]
-            deltas = array("d", map(sub, current, self._last_raw))
+            deltas = array("d", map(sub, current, last_raw))
             # min() is NaN or negative if any delta is negative (NaN only sticks when first).
             if not reset and (not deltas or min(deltas) >= 0):
                 adjusted = array("d", map(add, previous, deltas))  # the usual case, in C
@@ -165,13 +213,17 @@ class CounterHistory:
                 for i, value in enumerate(current):
                     delta = deltas[i]
                     adjusted[i] += value if (reset or delta < 0) else delta
+            for i in fresh:  # its total starts here (it was NaN before)
+                adjusted[i] = current[i]
+        self._fresh = []
         self._last_raw = current
         self._points.append((t, adjusted))
 
-    def window(self, now: float, seconds: float) -> tuple[float, array[float]] | None:
-        """``(elapsed, increase per series)`` over the points within ``seconds`` of ``now``.
+    def window(self, now: float, seconds: float) -> Span | None:
+        """Increases over the points within ``seconds`` of ``now``.
 
-        Uses the oldest point inside the window as the start; None with fewer than two.
+        Uses the oldest point inside the window as the start (for a series that appeared
+        later, its own first point); None with fewer than two points.
         """
         if len(self._points) < 2:
             return None
@@ -184,8 +236,18 @@ class CounterHistory:
                 break
         if oldest is None or oldest[0] >= latest_t:
             return None
-        elapsed = latest_t - oldest[0]
-        return elapsed, array("d", map(sub, latest, oldest[1]))
+        increase = array("d", map(sub, latest, oldest[1]))
+        late: dict[int, float] = {}
+        if math.isnan(sum(increase)):  # rare: some series are younger than the window
+            for i, value in enumerate(increase):
+                if not math.isnan(value) or math.isnan(latest[i]):
+                    continue
+                for t, values in self._points:
+                    if oldest[0] <= t < latest_t and not math.isnan(values[i]):
+                        increase[i] = latest[i] - values[i]
+                        late[i] = latest_t - t
+                        break
+        return Span(latest_t - oldest[0], increase, late)
 
     def position(self, key: str) -> int | None:
         return self._index.get(key)

@@ -377,16 +377,18 @@ def derive_metrics(
     ttft_window: dict[float, float] = {}
     span = history.window(now, window)
     if span is not None:
-        elapsed, increase = span
+        elapsed, increase = span.elapsed, span.increase
         positions = history.layout.positions
 
         def inc(key: str) -> float | None:
             pos = positions.get(key)
-            return increase[pos] if pos is not None else None
+            if pos is None or math.isnan(increase[pos]):  # NaN: not two scrapes of it yet
+                return None
+            return increase[pos]
 
         def rate(key: str) -> float | None:
             value = inc(key)
-            return value / elapsed if value is not None else None
+            return value / span.seconds(positions[key]) if value is not None else None
 
         qps = rate("requests")
         error_share = _ratio(inc("errors"), inc("requests"))
@@ -441,4 +443,6 @@ def derive_metrics(
 def _window_buckets(
     history: CounterHistory, increase: Sequence[float], name: str
 ) -> dict[float, float]:
-    return {bound: increase[pos] for bound, pos in history.layout.buckets.get(name, ())}
+    buckets = {bound: increase[pos] for bound, pos in history.layout.buckets.get(name, ())}
+    # A bucket without two scrapes yet (the histogram appeared inside the window): unknown.
+    return {} if any(math.isnan(count) for count in buckets.values()) else buckets

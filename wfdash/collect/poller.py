@@ -78,10 +78,11 @@ class _ReplicaTracker:
         shape = point.shape()
         if self.history is None or shape != self.shape:
             layout = point.layout()
-            if self.history is None or self.history.layout != layout:
-                # New replica, or its dialect/series changed (backend switch): start over.
+            if self.history is None:
                 points = int(config.rate_window / max(config.metrics_interval, 0.1)) + 4
                 self.history = CounterHistory(layout, points)
+            else:  # series came or went: the others keep their history
+                self.history.relayout(layout)
             self.shape = shape
         self.history.add(t, point.values(self.history.layout), reset=restarted)
         self.last_point = point
