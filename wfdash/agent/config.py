@@ -23,7 +23,9 @@ class AgentConfig:
     connect_timeout: float = 5.0
     read_timeout: float | None = None  # longest silence from the backend mid-request
     health_timeout: float = 5.0
-    metrics_timeout: float = 10.0
+    # Below wfdash's 3 s scrape timeout: a backend busy with a long prefill (llama-server
+    # answers /metrics after its decode step) costs its own families, not the agent's.
+    metrics_timeout: float = 2.0
     max_body_bytes: int = 16 * 1024 * 1024
     max_connections: int = 1024
     log_level: str = "info"
