@@ -12,10 +12,9 @@ import pytest
 
 from tests import fault_server as fs
 from tests import records
-from wfdash.collect.kinds import EventKind
+from wfdash.collect.kinds import EventKind, ScrapeError
 from wfdash.collect.poller import Poller, PollerConfig
 from wfdash.collect.scrape import Scraper
-from wfdash.collect.snapshot import ScrapeError
 from wfdash.collect.source import SourceError
 from wfdash.collect.store import EventStore
 from wfdash.sandbox.exposition import VllmCounters, render_vllm_metrics

@@ -39,9 +39,9 @@ from tests.sandbox_helpers import (
 )
 from wfdash.collect.dialects import Dialect
 from wfdash.collect.events import INFERRED_NOTE, Event
-from wfdash.collect.kinds import EventKind, Layer, ReplicaStatus
+from wfdash.collect.kinds import EventKind, Layer, ReplicaStatus, ScrapeError
 from wfdash.collect.model import Cluster
-from wfdash.collect.snapshot import ScrapeError, Snapshot
+from wfdash.collect.snapshot import Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.pricing import BURST_OFFERS, cheapest_ondemand, cheapest_spot
 from wfdash.sandbox.clock import SimClock

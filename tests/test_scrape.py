@@ -9,8 +9,8 @@ import time
 import httpx
 
 from tests import fault_server as fs
+from wfdash.collect.kinds import ScrapeError
 from wfdash.collect.scrape import Scraper, metrics_url
-from wfdash.collect.snapshot import ScrapeError
 
 GOOD = b"llamacpp:prompt_tokens_total 10\n"
 

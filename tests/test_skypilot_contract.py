@@ -36,12 +36,18 @@ from sky.utils import status_lib
 
 from tests import records
 from tests.skypilot_api_server import FakeSkyPilotApiServer
-from wfdash.collect.kinds import EventKind, Health, Layer, ReplicaStatus, ServiceStatus
+from wfdash.collect.kinds import (
+    EventKind,
+    Health,
+    Layer,
+    ReplicaStatus,
+    ScrapeError,
+    ServiceStatus,
+)
 from wfdash.collect.mapping import map_clusters, map_services
 from wfdash.collect.poller import Poller, PollerConfig
 from wfdash.collect.scrape import Scraper
 from wfdash.collect.skypilot_source import SkyPilotStatusSource
-from wfdash.collect.snapshot import ScrapeError
 from wfdash.collect.source import SourceError
 
 ENDPOINT_ENV = skylet_constants.SKY_API_SERVER_URL_ENV_VAR  # SKYPILOT_API_SERVER_ENDPOINT

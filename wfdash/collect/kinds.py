@@ -1,4 +1,4 @@
-"""The vocabulary of the domain model: statuses, layers, health, event kinds.
+"""The vocabulary of the domain model: statuses, layers, health, event kinds, scrape errors.
 
 Plain enums, apart from the pydantic models in :mod:`wfdash.collect.model` and
 :mod:`wfdash.collect.events` that use them: the dashboard needs these names to paint its
@@ -82,3 +82,15 @@ class EventKind(StrEnum):
     REPLICA_REMOVED = "replica_removed"
     PREEMPTED = "preempted"
     ACTION = "action"  # audit log entries written by the control module
+
+
+class ScrapeError(StrEnum):
+    """Why the last scrape of a server's /metrics failed."""
+
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    HTTP = "http"
+    TOO_LARGE = "too-large"
+    UNPARSABLE = "unparsable"
+    NETWORK = "network"
+    NO_ENDPOINT = "no-endpoint"

@@ -17,7 +17,7 @@ from typing import Any
 from wfdash.collect.derive import CounterHistory, Ring, histogram_quantile, merge_buckets
 from wfdash.collect.dialects import MetricPoint, ReplicaMetrics, derive_metrics, parse_point
 from wfdash.collect.events import Event, diff_snapshots
-from wfdash.collect.kinds import ReplicaStatus
+from wfdash.collect.kinds import ReplicaStatus, ScrapeError
 from wfdash.collect.mapping import map_clusters, map_services
 from wfdash.collect.model import Cluster, Service
 from wfdash.collect.redact import redact_text
@@ -26,7 +26,6 @@ from wfdash.collect.snapshot import (
     ClusterView,
     CycleStats,
     ReplicaView,
-    ScrapeError,
     ServiceView,
     Snapshot,
 )

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from wfdash.collect.kinds import ScrapeError
 from wfdash.collect.redact import redact_text
-from wfdash.collect.snapshot import ScrapeError
 
 
 @dataclass(frozen=True, slots=True)

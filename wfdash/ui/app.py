@@ -25,7 +25,6 @@ from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from wfdash.collect.snapshot import ReplicaView, ServiceView, Snapshot
 from wfdash.collect.store import EventStore
 from wfdash.cost import FleetCost, service_cost
 from wfdash.ui import panels
@@ -41,6 +40,7 @@ from wfdash.ui.themes import load_themes, rich_color, variable_defaults
 if TYPE_CHECKING:
     from wfdash.collect.events import Event
     from wfdash.collect.poller import Poller
+    from wfdash.collect.snapshot import ReplicaView, ServiceView, Snapshot
 
 T = TypeVar("T")
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from wfdash.collect.kinds import EventKind, Health, Layer, ReplicaStatus
-from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
-from wfdash.cost import FleetCost
 from wfdash.format import DASH, fmt_age, fmt_money, fmt_num, fmt_seconds, fmt_share
 
 if TYPE_CHECKING:
     from wfdash.collect.events import Event
+    from wfdash.collect.snapshot import ClusterView, ServiceView, Snapshot
+    from wfdash.cost import FleetCost
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from wfdash.collect.snapshot import Snapshot
-
 if TYPE_CHECKING:
     from wfdash.collect.poller import Poller
+    from wfdash.collect.snapshot import Snapshot
 
 
 class PollerThread:
@@ -50,6 +49,8 @@ class PollerThread:
         try:
             self._poller = self._make_poller()
         except Exception as exc:  # e.g. the sandbox could not start: say so on screen
+            from wfdash.collect.snapshot import Snapshot
+
             message = f"could not start polling: {type(exc).__name__}: {exc}".splitlines()[0]
             self._deliver(
                 Snapshot(time.time(), "wfdash", (), status_ok=False, status_error=message)

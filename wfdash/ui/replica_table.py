@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -23,10 +23,12 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from wfdash.collect.kinds import ReplicaStatus
-from wfdash.collect.snapshot import ReplicaView, ScrapeError
+from wfdash.collect.kinds import ReplicaStatus, ScrapeError
 from wfdash.format import DASH, fmt_age, fmt_num, fmt_seconds
 from wfdash.ui.sparkline import sparkline
+
+if TYPE_CHECKING:
+    from wfdash.collect.snapshot import ReplicaView
 
 SPARK_WIDTH = 8
 

@@ -14,12 +14,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Static
 
-from wfdash.collect.snapshot import ReplicaView
 from wfdash.format import DASH, fmt_age
 from wfdash.ui.panels import Palette, event_lines
 
 if TYPE_CHECKING:
     from wfdash.collect.events import Event
+    from wfdash.collect.snapshot import ReplicaView
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("↑/↓ PgUp/PgDn", "move in the replica table"),
