@@ -238,6 +238,66 @@ async def test_run_rearms_after_each_cycle_and_stops(
     await poller.scraper.aclose()
 
 
+async def test_the_first_status_is_delivered_before_its_scrapes(
+    fleet: tuple[list[Replica], list[str]],
+) -> None:
+    """A dashboard just opened shows the service at once, although one replica hangs its
+    scrape for the whole timeout; the cycle's events come once, with the status."""
+    _, urls = fleet
+    async with fs.serve(fs.hang()) as hung:
+        source = Source()
+        source.services = [_service([urls[0], urls[1], hung])]
+        config = PollerConfig(metrics_interval=0.05, status_interval=30)
+        poller = Poller(source, Scraper(timeout=1.5), config=config)
+        stop = asyncio.Event()
+        seen: list[tuple[float, Any]] = []
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        def on_snapshot(snapshot: Any) -> None:
+            seen.append((loop.time() - started, snapshot))
+            if len(seen) == 3:
+                stop.set()
+
+        await asyncio.wait_for(poller.run(on_snapshot, stop, early_status=True), timeout=20)
+        await poller.scraper.aclose()
+    (early_at, early), (full_at, full), (_, later) = seen
+    assert full_at >= 1.5  # the hung replica's scrape timeout
+    assert early_at < 1.0  # the status did not wait for it
+    assert early.status_ok
+    assert [r.replica.replica_id for r in early.services[0].replicas] == [1, 2, 3]
+    assert all(r.metrics is None and r.scrape_error is None for r in early.services[0].replicas)
+    assert full.services[0].replicas[0].metrics is not None
+    assert full.services[0].replicas[2].scrape_error is ScrapeError.TIMEOUT
+    assert early.events == full.events == later.events == ()  # a first run: a baseline
+
+
+async def test_events_come_once_with_the_early_status(
+    fleet: tuple[list[Replica], list[str]],
+) -> None:
+    _, urls = fleet
+    source, clock = Source(), Clock()
+    source.services = [_service(urls)]
+    poller = await _poller(source, clock)
+    await poller.cycle()
+    gone = _service(urls)
+    gone["replica_info"] = gone["replica_info"][:2]
+    source.services = [gone]
+    clock.t += 30
+    early: list[Any] = []
+    snap = await poller.cycle(on_status=early.append)
+    assert [e.kind for e in early[0].events] == [EventKind.PREEMPTED]
+    assert snap.events == ()
+    assert len(early[0].services[0].replicas) == 2
+    # What the last scrapes knew stays on screen until this cycle's come.
+    assert early[0].services[0].replicas[0].metrics is not None
+    clock.t += 2
+    early.clear()
+    await poller.cycle(on_status=early.append)
+    assert early == []  # no status read due: nothing early
+    await poller.scraper.aclose()
+
+
 async def test_hung_control_plane_times_out_and_metrics_go_on(
     fleet: tuple[list[Replica], list[str]],
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -148,12 +148,23 @@ class Poller:
     def status_retry_in(self) -> float:
         return max(0.0, self._next_status_at - self._clock())
 
-    async def cycle(self) -> Snapshot:
+    async def cycle(
+        self, on_status: Callable[[Snapshot], Awaitable[None] | None] | None = None
+    ) -> Snapshot:
+        """One poll: the status when it is due, then every replica's ``/metrics``.
+
+        ``on_status``, if given, gets the status alone as soon as it is read, with the
+        cycle's events, before the scrapes: they can take the whole scrape timeout when a
+        replica is unreachable. The snapshot returned then carries no events.
+        """
         t0 = time.perf_counter()
         now = self._clock()
         events: list[Event] = []
         if now >= self._next_status_at:
             events = await self._read_status(now)
+            if on_status is not None and self._status_error is None:
+                await _delivered(on_status(self._status_only(events)))
+                events = []
         views, clusters, stats = await self._scrape_and_derive()
         return Snapshot(
             taken_at=self._clock(),
@@ -173,14 +184,21 @@ class Poller:
         stop: asyncio.Event,
         paused: Callable[[], bool] = lambda: False,
         wake: asyncio.Event | None = None,
+        *,
+        early_status: bool = False,
     ) -> None:
-        """Cycle until ``stop`` is set; ``wake`` cuts the wait short (refresh now)."""
+        """Cycle until ``stop`` is set; ``wake`` cuts the wait short (refresh now).
+
+        ``early_status``: deliver the first status as soon as it is read, ahead of its
+        scrapes, so a dashboard just opened shows the service and its replicas at once.
+        """
+        first = early_status
         while not stop.is_set():
             started = time.perf_counter()
             if not paused():
-                result = on_snapshot(await self.cycle())
-                if result is not None:
-                    await result
+                snapshot = await self.cycle(on_status=on_snapshot if first else None)
+                first = False
+                await _delivered(on_snapshot(snapshot))
             delay = max(0.05, self.config.metrics_interval - (time.perf_counter() - started))
             waiters = [asyncio.ensure_future(stop.wait())]
             if wake is not None:
@@ -213,6 +231,37 @@ class Poller:
         self._status_failures = 0
         self._next_status_at = now + self.config.status_interval
         return await self._record_events(now)
+
+    def _status_only(self, events: Sequence[Event]) -> Snapshot:
+        """The status just read, with what the last scrapes knew (nothing, at first)."""
+        now = self._clock()
+        return Snapshot(
+            taken_at=now,
+            source=self.source.description,
+            services=tuple(
+                ServiceView(
+                    service=service,
+                    replicas=tuple(
+                        ReplicaView(
+                            replica=replica,
+                            **_endpoint_fields(self._trackers.get(replica.key), None, now),
+                        )
+                        for replica in service.replicas
+                    ),
+                )
+                for service in self._services
+            ),
+            status_ok=True,
+            status_at=self._status_at,
+            events=tuple(events),
+            clusters=tuple(
+                ClusterView(
+                    cluster=cluster,
+                    **_endpoint_fields(self._trackers.get(cluster.key), None, now),
+                )
+                for cluster in self._clusters
+            ),
+        )
 
     def _status_failed(self, now: float, message: str) -> list[Event]:
         self._status_failures += 1
@@ -350,6 +399,11 @@ class Poller:
             ready_history=rings.ready.values(),
             target_history=rings.target.values(),
         )
+
+
+async def _delivered(result: Awaitable[None] | None) -> None:
+    if result is not None:
+        await result
 
 
 def _endpoint_fields(

@@ -57,7 +57,9 @@ class PollerThread:
             )
             return
         try:
-            await self._poller.run(self._deliver, self._stop, self._skip_cycle, self._wake)
+            await self._poller.run(
+                self._deliver, self._stop, self._skip_cycle, self._wake, early_status=True
+            )
         finally:
             await self._poller.scraper.aclose()
 
