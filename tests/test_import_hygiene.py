@@ -76,12 +76,17 @@ import wfdash.cli, wfdash.ui.app, wfdash.ui.flows
 print(json.dumps(sorted(sys.modules)))
 """
 # Each costs start-up time the first frame does not need: the pydantic domain models and
-# event model (built on the poller thread), the snapshot's dataclasses (the first snapshot
-# comes after the first paint), the HTTP clients, YAML, plotting (the first plots are
-# empty), the control plane and SkyPilot itself.
+# event model (built on the poller thread), the snapshot's dataclasses and the cost model
+# (the first snapshot comes after the first paint), the screens opened over the dashboard
+# (help, a replica's detail, the action dialogs), the HTTP clients, YAML, plotting (the
+# first plots are empty), the control plane and SkyPilot itself.
 NOT_BEFORE_FIRST_PAINT = (
     "wfdash.collect.model",
     "wfdash.collect.snapshot",
+    "wfdash.cost",
+    "wfdash.pricing",
+    "wfdash.ui.screens",
+    "wfdash.ui.control",
     "wfdash.collect.events",
     "wfdash.collect.dialects",
     "wfdash.collect.poller",

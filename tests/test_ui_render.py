@@ -16,6 +16,7 @@ from textual.widgets import Static
 
 from snapshots import fixtures
 from tests.test_ui_keys import plain
+from wfdash import cost as cost_module
 from wfdash.collect.snapshot import Snapshot
 from wfdash.cost import service_cost
 from wfdash.format import fmt_money
@@ -106,7 +107,7 @@ async def test_cost_follows_a_changed_service_and_is_reused_for_the_same_one(
         computed.append(service)
         return service_cost(service, **kwargs)
 
-    monkeypatch.setattr(app_module, "service_cost", counting)
+    monkeypatch.setattr(cost_module, "service_cost", counting)
     before, after = fixtures.healthy(), fixtures.healthy_plus_one()
     clock = fixtures.FakeClock(fixtures.EPOCH)
     app = WfdashApp(store=None, clock=clock, pool_hosts=3)

@@ -26,21 +26,21 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from wfdash.collect.store import EventStore
-from wfdash.cost import FleetCost, service_cost
 from wfdash.ui import panels
-from wfdash.ui.control import ActionsScreen, record_line
 from wfdash.ui.flows import Control, ControlFlows
 from wfdash.ui.lines_view import LinesView
 from wfdash.ui.plot import PlotSeries, render_plot
 from wfdash.ui.poller_thread import PollerThread
 from wfdash.ui.replica_table import COLUMNS, ReplicaTable, Styles, arrange
-from wfdash.ui.screens import HelpScreen, ReplicaDetailScreen
 from wfdash.ui.themes import load_themes, rich_color, variable_defaults
 
 if TYPE_CHECKING:
     from wfdash.collect.events import Event
     from wfdash.collect.poller import Poller
     from wfdash.collect.snapshot import ReplicaView, ServiceView, Snapshot
+    from wfdash.cost import FleetCost
+    from wfdash.ui.control import ActionsScreen
+    from wfdash.ui.screens import ReplicaDetailScreen
 
 T = TypeVar("T")
 
@@ -273,8 +273,8 @@ class WfdashApp(App[int]):
         if snapshot.events or not self._events:
             self._load_events()
         self.render_all()
-        if isinstance(self.screen, ReplicaDetailScreen):
-            self.screen.update_view()
+        if (detail := self._replica_detail()) is not None:
+            detail.update_view()
 
     def _load_events(self) -> None:
         if self.store is None:
@@ -338,6 +338,9 @@ class WfdashApp(App[int]):
         if service is None:
             self._cost = None
         elif not _built_from(self._cost_for, service, self.pool_hosts):
+            # Imported with the first service: the price tables are not needed before.
+            from wfdash.cost import service_cost
+
             self._cost = service_cost(service, pool_hosts=self.pool_hosts)
         self._cost_for = (service, self.pool_hosts)
         cost = self._cost
@@ -391,12 +394,14 @@ class WfdashApp(App[int]):
         shown = panel.display
         panel.display = bool(records)
         if records:
+            from wfdash.ui.control import record_line  # loaded with the first action
+
             palette = self.palette()
             panel.update(Text("\n").join(record_line(r, now, palette) for r in records[:4]))
         if records or shown:  # the panel's height may have changed: so has the table's room
             self.call_after_refresh(self._fit_table)
-        if isinstance(self.screen, ActionsScreen):
-            self.screen.update_view()
+        if (actions_log := self._actions_log()) is not None:
+            actions_log.update_view()
 
     def action_finished(self) -> None:
         """An action ended: its audit entry is in the store, and the fleet changed."""
@@ -430,7 +435,7 @@ class WfdashApp(App[int]):
         with contextlib.suppress(NoMatches):
             self._tick_header()
             if self.flows.records and (
-                self._main.query_one("#actions").display or isinstance(self.screen, ActionsScreen)
+                self._main.query_one("#actions").display or self._actions_log() is not None
             ):
                 self.render_actions()  # elapsed times, and finished ones leave the panel
 
@@ -564,7 +569,30 @@ class WfdashApp(App[int]):
     def action_down(self) -> None:
         self.flows.down_service()
 
+    # The screens over the dashboard load with the first one opened: their modules are not
+    # needed for the first paint. Until one is open, none of them can be on top.
+
+    def _replica_detail(self) -> ReplicaDetailScreen | None:
+        """A replica's detail, when it is the screen on top."""
+        if len(self.screen_stack) > 1:
+            from wfdash.ui.screens import ReplicaDetailScreen
+
+            if isinstance(self.screen, ReplicaDetailScreen):
+                return self.screen
+        return None
+
+    def _actions_log(self) -> ActionsScreen | None:
+        """The actions log, when it is the screen on top."""
+        if len(self.screen_stack) > 1:
+            from wfdash.ui.control import ActionsScreen
+
+            if isinstance(self.screen, ActionsScreen):
+                return self.screen
+        return None
+
     def action_actions(self) -> None:
+        from wfdash.ui.control import ActionsScreen
+
         self.push_screen(
             ActionsScreen(
                 self.flows.session_records, self.flows.cancel, self.palette, clock=self.clock
@@ -572,6 +600,8 @@ class WfdashApp(App[int]):
         )
 
     def action_help(self) -> None:
+        from wfdash.ui.screens import HelpScreen
+
         self.push_screen(HelpScreen())
 
     async def action_filter(self) -> None:
@@ -651,6 +681,8 @@ class WfdashApp(App[int]):
         self.render_all()
 
     def action_detail(self) -> None:
+        from wfdash.ui.screens import ReplicaDetailScreen
+
         key = self._main.query_one(ReplicaTable).selected_key
         view = self.current
         if key is None or view is None:
