@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # wfdash.control loads on the first action, not before the fi
     from wfdash.control.plan import Plan
     from wfdash.control.runner import ActionRecord
 
+# The dialogs' styles, loaded when the first dialog opens (not before the first paint).
+DIALOG_CSS = "control.tcss"
+
 # ---------------------------------------------------------------------------- forms
 
 FieldKind = Literal["int", "float", "text", "choice"]
@@ -65,6 +68,7 @@ class FormScreen(ModalScreen["Plan | None"]):
     Enter in the last field (or ctrl+s anywhere) submits; escape cancels.
     """
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "cancel"),
         Binding("ctrl+s", "submit", "preview"),
@@ -175,6 +179,7 @@ class PreviewScreen(ModalScreen[bool]):
     typed first. Escape/``n`` cancels. Nothing is sent until the screen returns True.
     """
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,n", "cancel", "cancel"),
         Binding("y", "confirm", "confirm"),
@@ -307,6 +312,7 @@ def record_line(record: ActionRecord, now: float, palette: Palette) -> Text:
 class ActionsScreen(ModalScreen[None]):
     """Every action of this session with its streamed log; ``c`` cancels a running one."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,a", "close", "close"),
         Binding("c", "cancel_action", "cancel running"),

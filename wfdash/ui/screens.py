@@ -47,6 +47,7 @@ KEYS: tuple[tuple[str, str], ...] = (
 
 
 class HelpScreen(ModalScreen[None]):
+    CSS_PATH = "screens.tcss"  # loaded when the screen is first shown
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
 
     def compose(self) -> ComposeResult:
@@ -80,6 +81,7 @@ class HelpScreen(ModalScreen[None]):
 class ReplicaDetailScreen(Screen[None]):
     """Everything wfdash knows about one replica, updated with each snapshot."""
 
+    CSS_PATH = "screens.tcss"
     BINDINGS = [Binding("escape,q", "app.pop_screen", "back")]
 
     def __init__(
