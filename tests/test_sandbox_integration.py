@@ -99,7 +99,7 @@ async def vllm_traffic() -> TrafficMeasurement:
         ),
     )
     async with running_sandbox(config) as sandbox:
-        # vLLM loads its model for 40 simulated seconds (2 s real) after warm placement.
+        # A warm fleet serves from the start (the wait is for a fleet that does not).
         await wait_for(
             lambda: len(sandbox.ready_urls()) == 3, timeout=15, describe=lambda: _fleet(sandbox)
         )
@@ -597,6 +597,20 @@ def _starting_seconds(watch: Watch, replica_id: int) -> float:
             break
     assert started is not None and ready is not None, watch.history()
     return ready - started
+
+
+async def test_a_warm_fleet_is_serving_at_the_first_status_read() -> None:
+    """The demo opens on a service that has been running for a while: every replica is
+    READY and answers, and the standalone cluster serves, from the first read on."""
+    config = sandbox_config(
+        backend=Backend.VLLM, policy=fixed(3), clusters=(("ie-c3d", "c3d"),), speed=1
+    )
+    async with running_sandbox(config) as sandbox, polling(sandbox) as poller:
+        snapshot = await poller.cycle()
+        assert statuses(snapshot) == {1: "READY", 2: "READY", 3: "READY"}, describe(snapshot)
+        assert all(r.scrape_error is None for r in service_view(snapshot).replicas)
+        (cluster,) = snapshot.clusters
+        assert cluster.cluster.endpoint is not None and cluster.scrape_error is None
 
 
 async def test_cache_rebuild_shows_a_longer_starting_phase() -> None:

@@ -95,7 +95,6 @@ class Sandbox:
 
     async def start(self) -> None:
         config = self.config
-        await self.emulator.start()
         policy = config.policy
         if policy.target_qps_per_replica is not None:
             # Request rates are real ones (the autoscaler compares the real arrival rate
@@ -109,6 +108,7 @@ class Sandbox:
         self.emulator.up(config.service, spec, warm=config.warm)
         for name, profile in config.clusters:
             self.emulator.launch_cluster(name, profile, warm=config.warm)
+        await self.emulator.start()
         if config.traffic is not None:
             # The whole world runs `speed` times faster, traffic included.
             speed = config.speed

@@ -178,6 +178,7 @@ class _Replica:
     next_probe: float = 0.0
     not_ready_since: float | None = None
     removal_requested: bool = False
+    warm: bool = False  # running before the sandbox started: its model is loaded already
 
 
 @dataclass
@@ -258,7 +259,10 @@ class SkyServeEmulator:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Run the controller. Its first tick is done when this returns: a status read
+        right after finds a warm fleet (``up(warm=True)`` before this) serving."""
         self._probe_client = httpx.AsyncClient(trust_env=False)
+        await self.step()
         self._task = asyncio.create_task(self._run(), name="skyserve-emulator")
 
     async def close(self) -> None:
@@ -278,8 +282,8 @@ class SkyServeEmulator:
 
     async def _run(self) -> None:
         while True:
-            await self.step()
             await asyncio.sleep(self._tick)
+            await self.step()
 
     def _now(self) -> float:
         """Simulated seconds on a monotonic axis (real monotonic × speed)."""
@@ -444,7 +448,8 @@ class SkyServeEmulator:
         """``sky serve up``: a new service (its replicas start at PENDING).
 
         ``warm`` starts it as if it had been running for a while: its first replicas are
-        placed and built already and only load the model (demos and tests start there).
+        placed, built and serving (READY) from the first tick on (demos and tests start
+        there; a dashboard opened on a running service sees it READY).
         """
         if name in self.services:
             raise SandboxError(f"The service {name!r} already exists.")
@@ -470,6 +475,7 @@ class SkyServeEmulator:
                 self._begin_setup(replica, now, cache_hit=True)
                 replica.launched_at = int(self.clock.now() - self._rng.uniform(3600, 86400))
                 replica.phase_until = now
+                replica.warm = True
 
     def update(self, name: str, spec: ServiceSpec, mode: str = "rolling") -> int:
         """``sky serve update``: a new version. Returns it."""
@@ -652,8 +658,15 @@ class SkyServeEmulator:
             if replica.emulated is None and now >= replica.phase_until:
                 # The build is done: from now on it is in the cache for other replicas.
                 self.built_caches.add(self._cache_key(replica))
-                replica.emulated = await self.host.start_replica(self._replica_spec(replica))
+                replica.emulated = await self.host.start_replica(
+                    self._replica_spec(replica), load_seconds=0.0 if replica.warm else None
+                )
                 replica.next_probe = now
+                if replica.warm:  # it was serving before the sandbox started
+                    replica.status = "READY"
+                    replica.next_probe = now + t.probe_period
+                    if service.uptime is None:
+                        service.uptime = int(self.clock.now())
             if now - replica.setup_started > t.initial_delay:
                 await self._fail(replica, "FAILED_INITIAL_DELAY", now)
             elif replica.emulated is not None:
