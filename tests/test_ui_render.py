@@ -192,6 +192,26 @@ async def test_plots_are_redrawn_once_per_period(monkeypatch: pytest.MonkeyPatch
     assert len(builds) >= 2
 
 
+async def test_empty_plots_are_drawn_once_per_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the first snapshot the plots depend on their size alone: the resizes and the
+    mount before the first paint must not draw them again at the same size."""
+    sizes: list[tuple[int, int]] = []
+    original = render_plot
+
+    def counting(*args: Any, **kwargs: Any) -> Text:
+        if kwargs.get("title") == "QPS":
+            sizes.append((kwargs["width"], kwargs["height"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "render_plot", counting)
+    app = WfdashApp(store=None, clock=fixtures.FakeClock(fixtures.EPOCH))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.render_plots()
+        await pilot.pause()
+    assert sizes and len(sizes) == len(set(sizes))
+
+
 async def screen_after(snapshots: list[Snapshot], *, cursor: int = 0) -> str:
     clock = fixtures.FakeClock(snapshots[0].taken_at)
     app = WfdashApp(store=None, clock=clock)

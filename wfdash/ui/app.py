@@ -492,10 +492,10 @@ class WfdashApp(App[int]):
         height = max(5, qps_widget.size.height or 10)
         now = self.snapshot.taken_at if self.snapshot else self.clock()
         drawn = (self.service_name, self.theme, self.ascii, width, height)
-        if (
-            view is not None
-            and drawn == self._plots_drawn
-            and now - self._plots_at < plot_period(view.history_t, now, width)
+        # Empty plots depend on nothing else: the resizes and the mount before the first
+        # paint would draw them three times over.
+        if drawn == self._plots_drawn and (
+            view is None or now - self._plots_at < plot_period(view.history_t, now, width)
         ):
             return
         self._plots_drawn, self._plots_at = drawn, now
