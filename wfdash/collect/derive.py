@@ -132,14 +132,14 @@ class Span(NamedTuple):
     """Counter increases over a window of scrapes, from :meth:`CounterHistory.window`."""
 
     elapsed: float  # seconds from the window's first scrape to its last
-    increase: array[float]  # per series; NaN where a series has no two points in the window
-    # Series that began inside the window (they appeared in a later scrape): position →
-    # seconds since their first point, the span their increase was taken over.
-    late: Mapping[int, float]
+    increase: array[float]  # per series; NaN where a series has no two samples in the window
+    # Series with samples in only part of the window (they appeared later, or were missing
+    # from its first or last scrape): position → the span their increase was taken over.
+    spans: Mapping[int, float]
 
     def seconds(self, position: int) -> float:
         """The span series ``position``'s increase was taken over."""
-        return self.late.get(position, self.elapsed)
+        return self.spans.get(position, self.elapsed)
 
 
 class CounterHistory:
@@ -151,30 +151,40 @@ class CounterHistory:
     histogram bucket deltas come out of the same arrays. Points are ``array('d')``s,
     so 1000 replicas × a few dozen series × a window of points stay a few MB.
 
-    When the set of series changes, :meth:`relayout` keeps the history of the series that
-    stay; a series that appears has NaN in the points before its first scrape.
+    Series come and go (the backend's families missing from the agent's answer while the
+    backend is busy, a counter's first label set) without disturbing the others. A scrape
+    without a series stores NaN for it, and its samples on either side still count, as
+    PromQL's ``increase`` uses whatever samples a series has in the window; a new series
+    counts from its first sample. A series is forgotten once no point holds a sample of it.
     """
 
-    __slots__ = ("_fresh", "_index", "_last_raw", "_points", "layout")
+    __slots__ = ("_index", "_last_adjusted", "_last_raw", "_missing", "_points", "layout")
 
     def __init__(self, layout: SeriesLayout, max_points: int) -> None:
         self.layout = layout
         self._index = layout.positions
         self._points: deque[tuple[float, array[float]]] = deque(maxlen=max(2, max_points))
-        self._last_raw: array[float] | None = None
-        self._fresh: list[int] = []  # positions of series not scraped yet (NaN so far)
+        # Per series: its last sample and its adjusted total then (NaN: no sample yet).
+        self._last_raw = array("d", [NAN] * len(layout.keys))
+        self._last_adjusted = array("d", [NAN] * len(layout.keys))
+        self._missing = [0] * len(layout.keys)  # scrapes in a row without the series
 
     def __len__(self) -> int:
         return len(self._points)
 
     def relayout(self, layout: SeriesLayout) -> None:
-        """Go on with ``layout``'s series: those already here keep their points.
+        """Go on with ``layout``'s series, and those it lacks that still have samples here.
 
-        A new series counts from its first scrape on, as PromQL's ``increase`` counts a
-        series from its first sample. Starting every series over instead would blank each
-        rate for a scrape and shorten its window whenever one series came or went: a
-        counter's first label set, the backend's families coming back behind the agent.
+        Series already here keep their history; a new one starts empty.
         """
+        held = len(self._points)
+        lingering = tuple(
+            key
+            for key, missing in zip(self.layout.keys, self._missing, strict=True)
+            if missing < held and key not in layout.positions
+        )
+        if lingering:
+            layout = SeriesLayout(layout.keys + lingering)
         if layout == self.layout:
             return
         moves = [self._index.get(key) for key in layout.keys]
@@ -185,45 +195,62 @@ class CounterHistory:
         self._points = deque(
             ((t, remap(values)) for t, values in self._points), maxlen=self._points.maxlen
         )
-        if self._last_raw is not None:
-            self._last_raw = remap(self._last_raw)
-        self._fresh = [position for position, i in enumerate(moves) if i is None]
+        self._last_raw = remap(self._last_raw)
+        self._last_adjusted = remap(self._last_adjusted)
+        self._missing = [held if i is None else self._missing[i] for i in moves]
         self.layout = layout
         self._index = layout.positions
 
     def add(self, t: float, raw: Sequence[float], reset: bool = False) -> None:
-        """Append a scrape taken at ``t``; ``reset`` forces restart handling on all series."""
+        """Append a scrape taken at ``t`` (NaN: the series was not in it); ``reset`` forces
+        restart handling on every series in it."""
         if self._points and t <= self._points[-1][0]:
             return  # out of order or duplicate scrape: ignore
         current = array("d", raw)
-        fresh = self._fresh
-        if not self._points or self._last_raw is None:
-            adjusted = array("d", current)
-        else:
-            last_raw = self._last_raw
-            for i in fresh:  # a new series: no delta at its first scrape
-                last_raw[i] = current[i]
-            previous = self._points[-1][1]
-            deltas = array("d", map(sub, current, last_raw))
-            # min() is NaN or negative if any delta is negative (NaN only sticks when first).
-            if not reset and (not deltas or min(deltas) >= 0):
-                adjusted = array("d", map(add, previous, deltas))  # the usual case, in C
-            else:
-                adjusted = array("d", previous)
-                for i, value in enumerate(current):
-                    delta = deltas[i]
-                    adjusted[i] += value if (reset or delta < 0) else delta
-            for i in fresh:  # its total starts here (it was NaN before)
-                adjusted[i] = current[i]
-        self._fresh = []
-        self._last_raw = current
+        if len(current) != len(self._last_raw):
+            raise ValueError(f"{len(current)} values for {len(self._last_raw)} series")
+        deltas = array("d", map(sub, current, self._last_raw))
+        # The usual case, in C: every series present before and now, none went down.
+        # (A NaN delta makes the sum NaN; min() of deltas with a NaN is unreliable.)
+        if not reset and not math.isnan(sum(deltas)) and (not deltas or min(deltas) >= 0):
+            adjusted = array("d", map(add, self._last_adjusted, deltas))
+            self._last_raw, self._last_adjusted = current, adjusted
+            self._points.append((t, adjusted))
+            if any(self._missing):
+                self._missing = [0] * len(current)
+            return
+        last_raw, last_adjusted = array("d", self._last_raw), array("d", self._last_adjusted)
+        adjusted = array("d", current)
+        missing = self._missing
+        for i, value in enumerate(current):
+            if math.isnan(value):  # not in this scrape
+                missing[i] += 1
+                continue
+            missing[i] = 0
+            before = last_raw[i]
+            if not math.isnan(before):  # (else its first sample: its total starts here)
+                delta = value - before
+                adjusted[i] = last_adjusted[i] + (value if (reset or delta < 0) else delta)
+            last_raw[i], last_adjusted[i] = value, adjusted[i]
+        self._last_raw, self._last_adjusted = last_raw, last_adjusted
         self._points.append((t, adjusted))
+        if max(missing, default=0) >= len(self._points):
+            # A series with no sample left in any point: forget it.
+            self.relayout(
+                SeriesLayout(
+                    tuple(
+                        key
+                        for key, m in zip(self.layout.keys, missing, strict=True)
+                        if m < len(self._points)
+                    )
+                )
+            )
 
     def window(self, now: float, seconds: float) -> Span | None:
         """Increases over the points within ``seconds`` of ``now``.
 
-        Uses the oldest point inside the window as the start (for a series that appeared
-        later, its own first point); None with fewer than two points.
+        A series' increase runs from its first to its last sample among those points;
+        None with fewer than two points.
         """
         if len(self._points) < 2:
             return None
@@ -236,18 +263,20 @@ class CounterHistory:
                 break
         if oldest is None or oldest[0] >= latest_t:
             return None
+        oldest_t = oldest[0]
         increase = array("d", map(sub, latest, oldest[1]))
-        late: dict[int, float] = {}
-        if math.isnan(sum(increase)):  # rare: some series are younger than the window
+        spans: dict[int, float] = {}
+        if math.isnan(sum(increase)):  # rare: some series lack a sample at an end
+            inside = [(t, values) for t, values in self._points if t >= oldest_t]
             for i, value in enumerate(increase):
-                if not math.isnan(value) or math.isnan(latest[i]):
+                if not math.isnan(value):
                     continue
-                for t, values in self._points:
-                    if oldest[0] <= t < latest_t and not math.isnan(values[i]):
-                        increase[i] = latest[i] - values[i]
-                        late[i] = latest_t - t
-                        break
-        return Span(latest_t - oldest[0], increase, late)
+                samples = [(t, values[i]) for t, values in inside if not math.isnan(values[i])]
+                if len(samples) >= 2:
+                    (first_t, first), (last_t, last) = samples[0], samples[-1]
+                    increase[i] = last - first
+                    spans[i] = last_t - first_t
+        return Span(latest_t - oldest_t, increase, spans)
 
     def position(self, key: str) -> int | None:
         return self._index.get(key)

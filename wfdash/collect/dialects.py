@@ -93,6 +93,8 @@ AGENT_INFERENCE_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
 WANTED_FAMILIES = frozenset(VLLM_FAMILIES + LLAMACPP_FAMILIES + AGENT_FAMILIES)
 
 _ERROR_REASONS = frozenset({"abort", "error"})
+NAN = math.nan
+_NO_BUCKETS: Mapping[float, float] = {}
 # Prompt length the llama.cpp TTFT estimate assumes (the prefill cost of a typical chat turn).
 REFERENCE_PROMPT_TOKENS = 128
 
@@ -116,9 +118,13 @@ class MetricPoint:
         return SeriesLayout(tuple(keys))
 
     def values(self, layout: SeriesLayout) -> list[float]:
+        """The point's value of each of ``layout``'s series; NaN for one it lacks."""
         counters, histograms = self.counters, self.histograms
         return [
-            counters[name] if le is None else histograms[name][le] for name, le in layout.series
+            counters.get(name, NAN)
+            if le is None
+            else histograms.get(name, _NO_BUCKETS).get(le, NAN)
+            for name, le in layout.series
         ]
 
     def shape(self) -> tuple[object, ...]:
