@@ -20,9 +20,8 @@ import math
 import threading
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.color import Color, ColorParseError
 from rich.style import Style
@@ -71,8 +70,7 @@ def _ascii_box_table() -> dict[int, str]:
 _ASCII_BOX = _ascii_box_table()
 
 
-@dataclass(frozen=True, slots=True)
-class PlotSeries:
+class PlotSeries(NamedTuple):  # not a dataclass: see panels.Palette
     """One line: values at Unix times; ``None`` is a gap. ``color``: Rich's syntax
     ("#rrggbb", "color(2)", "red") or a plotext colour name ("blue+")."""
 
@@ -85,8 +83,7 @@ class PlotSeries:
 Segment = tuple[list[float], list[float]]  # (xs, ys) of a run of samples between gaps
 
 
-@dataclass(frozen=True, slots=True)
-class _Trace:
+class _Trace(NamedTuple):
     """A series as plotext gets it: runs of finite samples, each drawn as one line."""
 
     series: PlotSeries
@@ -170,7 +167,7 @@ def _trace(series: PlotSeries, *, step: bool, key: str) -> _Trace:
 
 
 def _relative(trace: _Trace, now: float) -> _Trace:
-    return replace(trace, segments=[([x - now for x in xs], ys) for xs, ys in trace.segments])
+    return trace._replace(segments=[([x - now for x in xs], ys) for xs, ys in trace.segments])
 
 
 def _build(

@@ -7,10 +7,9 @@ across refreshes, sorts and filters, and only rows on screen are ever drawn.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -33,8 +32,7 @@ if TYPE_CHECKING:
 SPARK_WIDTH = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Column:
+class Column(NamedTuple):  # not a dataclass: see panels.Palette
     key: str
     label: str
     width: int  # fixed: re-measuring a column on every changed cell costs O(rows) each
@@ -94,9 +92,9 @@ def _ttft(view: ReplicaView) -> tuple[float | None, bool]:
     return m.ttft_mean, m.ttft_is_estimate
 
 
-@dataclass(frozen=True, slots=True)
-class Styles:
-    """Theme colours the cells use (read from the app's CSS variables)."""
+class Styles(NamedTuple):
+    """Theme colours the cells use (read from the app's CSS variables); a NamedTuple like
+    panels.Palette."""
 
     ready: str
     launching: str
