@@ -41,10 +41,10 @@ class LinesView(Widget):
         self.update(self.text)
 
     def notify_style_update(self) -> None:
+        """Every line is drawn in the widget's style: repaint them all. The strips stay:
+        they come from the text alone."""
         super().notify_style_update()
-        if self.is_mounted:
-            self._strips = []
-            self.update(self.text)
+        self.refresh()
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
