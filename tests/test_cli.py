@@ -120,3 +120,22 @@ def test_stopping_demo_closes_every_port_it_opened(tmp_path: Path, stop_signal: 
             proc.wait()
     assert all(_refused(p) for p in ports)
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_garbage_collection_is_back_on_however_the_dashboard_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Collection is off from the dashboard's start to its first paint; an app that fails
+    before painting must not leave it off."""
+    import gc
+
+    from wfdash import cli
+
+    def fails(*_: object) -> int:
+        assert not gc.isenabled()
+        raise RuntimeError("no terminal")
+
+    monkeypatch.setattr(cli, "_run_app", fails)
+    with pytest.raises(RuntimeError):
+        cli.run_tui(lambda: (None, None), None, None)  # type: ignore[arg-type,return-value]
+    assert gc.isenabled()

@@ -260,3 +260,24 @@ async def test_a_refresh_asks_to_repaint_exactly_the_changed_rows() -> None:
         changed = {y for y in range(1, height) if table.render_line(y) != painted[y]}
         assert changed  # a new row, and the others' numbers moved
         assert asked == changed
+
+
+async def test_the_first_paint_hook_runs_once_after_the_first_frame() -> None:
+    """What waits for the first paint (collection resumed, the poller started) runs once,
+    when the first frame is on screen, and not again with later refreshes."""
+    painted: list[bool] = []
+    app: WfdashApp
+
+    def on_first_paint() -> None:
+        painted.append(bool(app.screen.query_one("#header", Static).render()))
+
+    app = WfdashApp(
+        store=None, clock=fixtures.FakeClock(fixtures.EPOCH), on_first_paint=on_first_paint
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.apply_snapshot(fixtures.healthy())
+        await pilot.pause()
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+    assert painted == [True]

@@ -134,8 +134,10 @@ class WfdashApp(App[int]):
         pool_hosts: int | None = None,
         clock: Callable[[], float] = time.time,
         control: Control | None = None,
+        on_first_paint: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
+        self._on_first_paint = on_first_paint
         self._themes = load_themes()
         for candidate in self._themes.values():
             self.register_theme(candidate)
@@ -195,12 +197,17 @@ class WfdashApp(App[int]):
         self._main.query_one(ReplicaTable).focus()
         self._apply_compact(self.size.height, self.size.width)
         self.render_all()
-        if self._poller_thread is not None:
-            # After the first paint: the poller thread imports sky and makes the first call.
-            self.call_after_refresh(self._poller_thread.start)
+        self.call_after_refresh(self._first_painted)
         # The SSH session dropped: exit instead of polling on for nobody.
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit, 0)
         self.set_interval(1.0, self._header_timer)
+
+    def _first_painted(self) -> None:
+        if self._on_first_paint is not None:
+            self._on_first_paint()
+        if self._poller_thread is not None:
+            # After the first paint: the poller thread imports sky and makes the first call.
+            self._poller_thread.start()
 
     async def on_unmount(self) -> None:
         if self._poller_thread is not None:
