@@ -281,3 +281,28 @@ async def test_the_first_paint_hook_runs_once_after_the_first_frame() -> None:
         await pilot.resize_terminal(120, 40)
         await pilot.pause()
     assert painted == [True]
+
+
+def test_the_qps_plot_falls_back_to_tokens_only_without_a_request_counter() -> None:
+    """BitNet's bare llama-server counts no requests: its plot shows tok/s instead. Just
+    after start (one scrape, no rate yet) or with no metrics at all, it is too early to
+    tell, and the plot stays a QPS plot."""
+    from wfdash.ui.app import _without_request_counter
+
+    assert _without_request_counter(fixtures.bitnet().services[0])
+    assert not _without_request_counter(fixtures.healthy().services[0])
+    early = fixtures.bitnet().services[0]
+    no_rates = dataclasses.replace(
+        early,
+        replicas=tuple(
+            dataclasses.replace(
+                r, metrics=r.metrics and dataclasses.replace(r.metrics, window_s=None)
+            )
+            for r in early.replicas
+        ),
+    )
+    assert not _without_request_counter(no_rates)
+    unscraped = dataclasses.replace(
+        early, replicas=tuple(dataclasses.replace(r, metrics=None) for r in early.replicas)
+    )
+    assert not _without_request_counter(unscraped)

@@ -521,7 +521,7 @@ class WfdashApp(App[int]):
             return
         t = view.history_t
         qps_series = [PlotSeries("QPS", t, view.qps_history, self._var("plot-qps"))]
-        if all(v is None for v in view.qps_history):
+        if all(v is None for v in view.qps_history) and _without_request_counter(view):
             tps = _sum_series(r.tps_history for r in view.replicas)
             qps_series = [
                 PlotSeries("tok/s (no request counter)", t[-len(tps) :], tps, self._var("plot-qps"))
@@ -803,6 +803,13 @@ def _same_content(shown: object, content: Text | str) -> bool:
             == (content.justify, content.overflow, content.no_wrap, content.end, content.tab_size)
         )
     return type(shown) is type(content) and shown == content
+
+
+def _without_request_counter(view: ServiceView) -> bool:
+    """Replicas have rates (two scrapes or more) but none counts requests (llama-server
+    without the agent): not merely too early for a QPS."""
+    windowed = [r.metrics for r in view.replicas if r.metrics is not None and r.metrics.window_s]
+    return bool(windowed) and all(m.qps is None for m in windowed)
 
 
 def _sum_series(histories: Iterable[Sequence[float | None]]) -> list[float | None]:
