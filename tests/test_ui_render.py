@@ -306,3 +306,55 @@ def test_the_qps_plot_falls_back_to_tokens_only_without_a_request_counter() -> N
         early, replicas=tuple(dataclasses.replace(r, metrics=None) for r in early.replicas)
     )
     assert not _without_request_counter(unscraped)
+
+
+async def test_before_the_first_poll_the_screen_says_what_it_is_reading() -> None:
+    """The first status from SkyPilot takes seconds (``import sky``): the header and the
+    empty panel name the source as soon as the poller thread knows it."""
+    from tests.test_ui_keys import plain
+
+    app = WfdashApp(store=None, clock=fixtures.FakeClock(fixtures.EPOCH))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "Connecting… the first poll" in plain(app.query_one("#spillover", Static))
+        app.show_source("skypilot http://10.0.0.5:46580")
+        await pilot.pause()
+        assert "wfdash · skypilot http://10.0.0.5:46580 [CONNECTING]" in plain(
+            app.query_one("#header", Static)
+        )
+        assert "Connecting to skypilot http://10.0.0.5:46580… the first poll" in plain(
+            app.query_one("#spillover", Static)
+        )
+        app.apply_snapshot(fixtures.healthy())
+        await pilot.pause()
+        assert "skypilot" not in plain(app.query_one("#header", Static))
+
+
+def test_the_poller_thread_names_its_source_before_the_first_poll() -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from wfdash.ui.poller_thread import PollerThread
+
+    told: list[str] = []
+    delivered = threading.Event()
+
+    class Source:
+        description = "skypilot http://10.0.0.5:46580"
+
+    async def aclose() -> None:
+        return None
+
+    class OnePoll:
+        source = Source()
+        scraper = SimpleNamespace(aclose=aclose)  # what PollerThread closes at the end
+
+        async def run(self, deliver: Any, *_: Any, **__: Any) -> None:
+            assert told == [Source.description]  # before anything is read
+            delivered.set()
+
+    thread = PollerThread(OnePoll, lambda _: None, told.append)  # type: ignore[arg-type]
+    thread.start()
+    assert delivered.wait(10)
+    thread.stop()
+    assert told == [Source.description]

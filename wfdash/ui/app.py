@@ -161,7 +161,10 @@ class WfdashApp(App[int]):
         self._plots_drawn: tuple[object, ...] = ()
         self._plots_at = 0.0
         self._css_variables: dict[str, str] = {}
-        self._poller_thread = PollerThread(make_poller, self._deliver) if make_poller else None
+        self._poller_thread = (
+            PollerThread(make_poller, self._deliver, self._connecting) if make_poller else None
+        )
+        self.source: str | None = None  # what the poller reads, once it is known
         self.flows = ControlFlows(self, control or Control())
 
     @property
@@ -254,6 +257,15 @@ class WfdashApp(App[int]):
     def _deliver(self, snapshot: Snapshot) -> None:
         """Called on the poller thread."""
         self.call_soon_threadsafe(self.apply_snapshot, snapshot)
+
+    def _connecting(self, source: str) -> None:
+        """Called on the poller thread: what the first poll reads, while it is on its way."""
+        self.call_soon_threadsafe(self.show_source, source)
+
+    def show_source(self, source: str) -> None:
+        self.source = source
+        if self.snapshot is None:
+            self.render_all()
 
     def call_soon_threadsafe(self, callback: Callable[[T], object], arg: T) -> None:
         """Run ``callback(arg)`` on the UI loop, from any thread, without waiting for it.
@@ -465,6 +477,7 @@ class WfdashApp(App[int]):
                 read_only=self.read_only,
                 palette=self.palette(),
                 service_index=index,
+                source=self.source,
             ),
             layout=False,
         )
@@ -472,7 +485,8 @@ class WfdashApp(App[int]):
     def _empty_state(self) -> Text:
         palette = self.palette()
         if self.snapshot is None:
-            return Text.assemble(("Connecting… the first poll is on its way.", palette.dim))
+            where = f" to {self.source}" if self.source else ""
+            return Text.assemble((f"Connecting{where}… the first poll is on its way.", palette.dim))
         if not self.snapshot.status_ok:
             text = Text.assemble(("Cannot read service status: ", f"bold {palette.bad}"))
             text.append(self.snapshot.status_error or "unknown error")

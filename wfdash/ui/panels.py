@@ -77,11 +77,14 @@ def header(
     read_only: bool,
     palette: Palette,
     service_index: tuple[int, int] = (0, 0),
+    source: str | None = None,
 ) -> Text:
+    """``source``: what is being read, before the first snapshot says so."""
     state, _ = refresh_state(snapshot, now, paused, interval)
     text = Text.assemble(("wfdash", f"bold {palette.accent}"))
     if view is None:
-        text.append(f" · {snapshot.source if snapshot else 'starting'}", style=palette.dim)
+        shown = snapshot.source if snapshot else (source or "starting")
+        text.append(f" · {shown}", style=palette.dim)
     else:
         s = view.service
         index, count = service_index

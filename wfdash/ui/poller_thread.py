@@ -21,10 +21,16 @@ if TYPE_CHECKING:
 
 class PollerThread:
     def __init__(
-        self, make_poller: Callable[[], Poller], deliver: Callable[[Snapshot], None]
+        self,
+        make_poller: Callable[[], Poller],
+        deliver: Callable[[Snapshot], None],
+        connecting: Callable[[str], None] | None = None,
     ) -> None:
+        """``connecting`` is told what is being read (the source's description) as soon as
+        the poller exists: the first status can take seconds (``import sky``)."""
         self._make_poller = make_poller
         self._deliver = deliver
+        self._connecting = connecting
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name="wfdash-poller", daemon=True)
         # Created here (they bind to the poller's loop on first use) so that stop() works at
@@ -56,6 +62,8 @@ class PollerThread:
                 Snapshot(time.time(), "wfdash", (), status_ok=False, status_error=message)
             )
             return
+        if self._connecting is not None:
+            self._connecting(self._poller.source.description)
         try:
             await self._poller.run(
                 self._deliver, self._stop, self._skip_cycle, self._wake, early_status=True
