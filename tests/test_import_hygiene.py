@@ -79,8 +79,11 @@ print(json.dumps(sorted(sys.modules)))
 # event model (built on the poller thread), the snapshot's dataclasses and the cost model
 # (the first snapshot comes after the first paint), the screens opened over the dashboard
 # (help, a replica's detail, the action dialogs), the HTTP clients, YAML, plotting (the
-# first plots are empty), the control plane and SkyPilot itself.
+# first plots are empty), the control plane and SkyPilot itself. Pydantic too: valid
+# settings are checked without it (tests/test_config.py checks load_config itself).
 NOT_BEFORE_FIRST_PAINT = (
+    "pydantic",
+    "wfdash.config_schema",
     "wfdash.collect.model",
     "wfdash.collect.snapshot",
     "wfdash.cost",
