@@ -158,11 +158,10 @@ class CounterHistory:
     counts from its first sample. A series is forgotten once no point holds a sample of it.
     """
 
-    __slots__ = ("_index", "_last_adjusted", "_last_raw", "_missing", "_points", "layout")
+    __slots__ = ("_last_adjusted", "_last_raw", "_missing", "_points", "layout")
 
     def __init__(self, layout: SeriesLayout, max_points: int) -> None:
         self.layout = layout
-        self._index = layout.positions
         self._points: deque[tuple[float, array[float]]] = deque(maxlen=max(2, max_points))
         # Per series: its last sample and its adjusted total then (NaN: no sample yet).
         self._last_raw = array("d", [NAN] * len(layout.keys))
@@ -177,17 +176,13 @@ class CounterHistory:
 
         Series already here keep their history; a new one starts empty.
         """
-        held = len(self._points)
-        lingering = tuple(
-            key
-            for key, missing in zip(self.layout.keys, self._missing, strict=True)
-            if missing < held and key not in layout.positions
-        )
+        lingering = tuple(key for key in self._sampled() if key not in layout.positions)
         if lingering:
             layout = SeriesLayout(layout.keys + lingering)
         if layout == self.layout:
             return
-        moves = [self._index.get(key) for key in layout.keys]
+        held = len(self._points)
+        moves = [self.layout.positions.get(key) for key in layout.keys]
 
         def remap(values: array[float]) -> array[float]:
             return array("d", (NAN if i is None else values[i] for i in moves))
@@ -199,7 +194,13 @@ class CounterHistory:
         self._last_adjusted = remap(self._last_adjusted)
         self._missing = [held if i is None else self._missing[i] for i in moves]
         self.layout = layout
-        self._index = layout.positions
+
+    def _sampled(self) -> tuple[str, ...]:
+        """The series with a sample in at least one point held."""
+        held = len(self._points)
+        return tuple(
+            key for key, m in zip(self.layout.keys, self._missing, strict=True) if m < held
+        )
 
     def add(self, t: float, raw: Sequence[float], reset: bool = False) -> None:
         """Append a scrape taken at ``t`` (NaN: the series was not in it); ``reset`` forces
@@ -236,15 +237,7 @@ class CounterHistory:
         self._points.append((t, adjusted))
         if max(missing, default=0) >= len(self._points):
             # A series with no sample left in any point: forget it.
-            self.relayout(
-                SeriesLayout(
-                    tuple(
-                        key
-                        for key, m in zip(self.layout.keys, missing, strict=True)
-                        if m < len(self._points)
-                    )
-                )
-            )
+            self.relayout(SeriesLayout(self._sampled()))
 
     def window(self, now: float, seconds: float) -> Span | None:
         """Increases over the points within ``seconds`` of ``now``.
@@ -277,9 +270,6 @@ class CounterHistory:
                     increase[i] = last - first
                     spans[i] = last_t - first_t
         return Span(latest_t - oldest_t, increase, spans)
-
-    def position(self, key: str) -> int | None:
-        return self._index.get(key)
 
 
 class Ring:

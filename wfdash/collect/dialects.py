@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import TypedDict
 
 from wfdash.collect.derive import (
+    NAN,
     CounterHistory,
     SeriesLayout,
     histogram_quantile,
@@ -93,7 +94,6 @@ AGENT_INFERENCE_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
 WANTED_FAMILIES = frozenset(VLLM_FAMILIES + LLAMACPP_FAMILIES + AGENT_FAMILIES)
 
 _ERROR_REASONS = frozenset({"abort", "error"})
-NAN = math.nan
 _NO_BUCKETS: Mapping[float, float] = {}
 # Prompt length the llama.cpp TTFT estimate assumes (the prefill cost of a typical chat turn).
 REFERENCE_PROMPT_TOKENS = 128
