@@ -239,28 +239,35 @@ class Poller:
             taken_at=now,
             source=self.source.description,
             services=tuple(
-                ServiceView(
-                    service=service,
-                    replicas=tuple(
-                        ReplicaView(
-                            replica=replica,
-                            **_endpoint_fields(self._trackers.get(replica.key), None, now),
-                        )
-                        for replica in service.replicas
-                    ),
-                )
+                ServiceView(service=service, replicas=self._replica_views(service, {}, now))
                 for service in self._services
             ),
             status_ok=True,
             status_at=self._status_at,
             events=tuple(events),
-            clusters=tuple(
-                ClusterView(
-                    cluster=cluster,
-                    **_endpoint_fields(self._trackers.get(cluster.key), None, now),
-                )
-                for cluster in self._clusters
-            ),
+            clusters=self._cluster_views({}, now),
+        )
+
+    def _replica_views(
+        self, service: Service, results: Mapping[str, ScrapeResult], now: float
+    ) -> tuple[ReplicaView, ...]:
+        return tuple(
+            ReplicaView(
+                replica=replica,
+                **_endpoint_fields(self._trackers.get(replica.key), results.get(replica.key), now),
+            )
+            for replica in service.replicas
+        )
+
+    def _cluster_views(
+        self, results: Mapping[str, ScrapeResult], now: float
+    ) -> tuple[ClusterView, ...]:
+        return tuple(
+            ClusterView(
+                cluster=cluster,
+                **_endpoint_fields(self._trackers.get(cluster.key), results.get(cluster.key), now),
+            )
+            for cluster in self._clusters
         )
 
     def _status_failed(self, now: float, message: str) -> list[Event]:
@@ -320,13 +327,7 @@ class Poller:
             del self._rings[name]
         now = self._clock()
         views = tuple(self._service_view(service, by_key, now) for service in self._services)
-        clusters = tuple(
-            ClusterView(
-                cluster=cluster,
-                **_endpoint_fields(self._trackers.get(cluster.key), by_key.get(cluster.key), now),
-            )
-            for cluster in self._clusters
-        )
+        clusters = self._cluster_views(by_key, now)
         errors = sum(1 for r in by_key.values() if not r.ok)
         return views, clusters, (len(by_key), errors, sum(r.nbytes for r in by_key.values()))
 
@@ -349,12 +350,7 @@ class Poller:
     def _service_view(
         self, service: Service, results: Mapping[str, ScrapeResult], now: float
     ) -> ServiceView:
-        replicas: list[ReplicaView] = []
-        for replica in service.replicas:
-            fields = _endpoint_fields(
-                self._trackers.get(replica.key), results.get(replica.key), now
-            )
-            replicas.append(ReplicaView(replica=replica, **fields))
+        replicas = self._replica_views(service, results, now)
         fresh = [v.metrics for v in replicas if v.metrics is not None and v.stale_s is None]
         scraped = [v for v in replicas if v.replica.status in SCRAPED_STATUSES]
         qps_values = [m.qps for m in fresh if m.qps is not None]
@@ -370,7 +366,7 @@ class Poller:
             error_share = sum(e * q for e, q in error_weights) / total_qps if total_qps else None
         view = ServiceView(
             service=service,
-            replicas=tuple(replicas),
+            replicas=replicas,
             qps=qps,
             qps_complete=bool(scraped) and len(qps_values) == len(scraped),
             ttft_p50=histogram_quantile(0.5, merged) if merged else None,
