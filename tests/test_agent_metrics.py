@@ -338,6 +338,82 @@ async def test_a_failed_backend_scrape_leaves_the_agents_families_and_says_so(
     assert text.endswith("\n")
 
 
+SLOTS = "wfdash_agent_backend_slots"
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected", "asked"),
+    [
+        # llama-server: the slot count once /props answers (503 while it loads), then
+        # never asked again.
+        ([(503, b'{"error":{"code":503}}'), (200, b'{"total_slots": 4, "x": 1}')], 4, 2),
+        # vLLM: no /props. A 404 ends the asking.
+        ([(404, b"Not Found")], None, 1),
+        # Something else answers /props: no slot count in it, none asked for again.
+        ([(200, b'{"total_slots": 0}')], None, 1),
+        ([(200, b'{"total_slots": true}')], None, 1),
+        # Garbage is a failed try, as a timeout is: asked again.
+        ([(200, b"<html>"), (200, b'{"total_slots": 1}')], 1, 2),
+    ],
+)
+async def test_the_backends_slot_count_is_learnt_from_props(
+    session: aiohttp.ClientSession,
+    answers: list[tuple[int, bytes]],
+    expected: int | None,
+    asked: int,
+) -> None:
+    props_calls = 0
+
+    def routes(r: web.RouteTableDef) -> None:
+        @r.get("/props")
+        async def props(_: web.Request) -> web.Response:
+            nonlocal props_calls
+            status, body = answers[min(props_calls, len(answers) - 1)]
+            props_calls += 1
+            return web.Response(status=status, body=body, content_type="application/json")
+
+        @r.get("/metrics")
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=b"", content_type="text/plain")
+
+    async with aiohttp_backend(routes) as base, running_agent(base) as (_, url):
+        for _ in range(4):
+            _, samples = await scrape(session, url)
+    assert props_calls == asked
+    if expected is None:
+        assert not any(name == SLOTS for name, _ in samples)
+    else:
+        assert get(samples, SLOTS) == expected
+
+
+async def test_a_late_backend_metrics_still_brings_the_slot_count(
+    session: aiohttp.ClientSession,
+) -> None:
+    """/props is asked beside /metrics: a llama-server deep in a prefill answers the one
+    and not the other, and the dashboard gets what it needs to estimate busy/queue."""
+
+    def routes(r: web.RouteTableDef) -> None:
+        @r.get("/props")
+        async def props(_: web.Request) -> web.Response:
+            return web.json_response({"total_slots": 1})
+
+        @r.get("/metrics")
+        async def metrics(_: web.Request) -> web.Response:
+            await asyncio.sleep(5)
+            return web.Response(body=b"", content_type="text/plain")
+
+    async with (
+        aiohttp_backend(routes) as base,
+        running_agent(base, metrics_timeout=0.2) as (
+            _,
+            url,
+        ),
+    ):
+        _, samples = await scrape(session, url)
+    assert get(samples, "wfdash_agent_backend_metrics_up") == 0
+    assert get(samples, SLOTS) == 1
+
+
 def test_exposition_check_accepts_real_payloads_and_refuses_garbage() -> None:
     llama = render_llamacpp_metrics(LlamaCppCounters())
     vllm = render_vllm_metrics(VllmCounters())

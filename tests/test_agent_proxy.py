@@ -709,7 +709,9 @@ async def test_a_request_body_over_the_limit_is_refused(session: aiohttp.ClientS
         accepted = await fetch(session, "POST", url + "/v1/completions", data=b"x" * 1000)
         metrics = await agent_metrics(session, url)
     assert refused.status == 413 and accepted.status == 200
-    assert [r.split(b" ")[1] for r in backend.requests] == [b"/v1/completions", b"/metrics"]
+    # The scrape asks for /metrics and, beside it, /props (the slot count).
+    paths = [r.split(b" ")[1] for r in backend.requests]
+    assert paths[0] == b"/v1/completions" and sorted(paths[1:]) == [b"/metrics", b"/props"]
     assert requests_total(metrics, "/v1/completions", "client_error") == 1
 
 

@@ -49,6 +49,7 @@ def agent_text(
     backend_up: bool = True,
     in_flight: int = 0,
     queued: int = 0,
+    slots: int | None = None,
     start: float = 1_700_000_000.0,
 ) -> str:
     m = AgentMetrics(start_time=start)
@@ -64,7 +65,7 @@ def agent_text(
     m.completion_tokens = completion_tokens
     m.prompt_tokens = completion_tokens * 2
     m.in_flight, m.queued = in_flight, queued
-    return m.render(build.labels() if build else None, backend_up, 0.01)
+    return m.render(build.labels() if build else None, backend_up, 0.01, slots)
 
 
 def llama(generated: int, seconds: float, prompt: int = 0) -> str:
@@ -195,6 +196,33 @@ def test_without_backend_families_the_agent_still_gives_its_figures() -> None:
     assert alone.dialect is Dialect.UNKNOWN and alone.agent
 
 
+@pytest.mark.parametrize(
+    ("in_flight", "slots", "expected"),
+    [(3, 1, (1, 2)), (1, 4, (1, 0)), (0, 1, (0, 0)), (6, 4, (4, 2))],
+)
+def test_a_late_backend_leaves_running_and_waiting_estimated_from_the_agent(
+    in_flight: int, slots: int, expected: tuple[int, int]
+) -> None:
+    """llama-server's /metrics waits out a long prefill: the agent's in-flight count split
+    by the slots it learnt from /props stands in, marked as an estimate."""
+    body = agent_text(1, backend_up=False, in_flight=in_flight, queued=in_flight, slots=slots)
+    metrics = series([(0.0, body)])
+    assert (metrics.running, metrics.waiting) == expected
+    assert metrics.busy_is_estimate is True
+    assert metrics.slots == slots
+
+
+def test_the_backends_own_busy_gauges_win_and_no_slots_means_no_estimate() -> None:
+    # llama() says 1 running, 2 waiting; the agent's count says otherwise and is not used.
+    with_backend = series([(0.0, agent_text(1, in_flight=5, slots=1) + llama(0, 0.0))])
+    assert (with_backend.running, with_backend.waiting) == (1, 2)
+    assert with_backend.busy_is_estimate is False
+    # vLLM has no /props: no slot count, so nothing to split the agent's count by.
+    unknown = series([(0.0, agent_text(1, backend_up=False, in_flight=5))])
+    assert (unknown.running, unknown.waiting, unknown.busy_is_estimate) == (None, None, False)
+    assert unknown.in_flight == 5
+
+
 def test_the_agents_start_time_marks_restarts() -> None:
     first, _ = parse_point(agent_text(5, start=1000.0) + llama(1, 1.0))
     again, _ = parse_point(agent_text(0, start=2000.0) + llama(1, 1.0))
@@ -225,7 +253,7 @@ def test_the_fast_parser_keeps_what_prometheus_client_reads_of_the_agent() -> No
 
 
 def test_collector_names_match_the_agents() -> None:
-    body = AgentMetrics(0.0).render(BuildInfo().labels(), True, 0.0)
+    body = AgentMetrics(0.0).render(BuildInfo().labels(), True, 0.0, 4)
     names = {s.name for f in text_string_to_metric_families(body) for s in f.samples}
     for family in AGENT_FAMILIES:
         assert family in names or f"{family}_bucket" in names, family

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Sequence
@@ -170,6 +171,40 @@ def test_a_row_depends_on_the_clock_only_through_its_age() -> None:
                 view, now, STYLES, ascii=False
             )
             assert same_row == same_age
+
+
+def test_busy_queue_estimated_from_the_agent_is_marked() -> None:
+    view = fixtures.healthy().services[0].replicas[0]
+    assert view.metrics is not None
+    busy_column = [c.key for c in COLUMNS].index("queue")
+
+    def busy(**metrics: object) -> str:
+        m = dataclasses.replace(view.metrics, **metrics)  # type: ignore[arg-type]
+        cells = row_cells(
+            dataclasses.replace(view, metrics=m), fixtures.clock(), STYLES, ascii=False
+        )
+        return cells[busy_column].plain
+
+    assert busy(running=1.0, waiting=2.0, busy_is_estimate=False) == "1/2"
+    assert busy(running=1.0, waiting=2.0, busy_is_estimate=True) == "~1/2"
+    assert busy(running=None, waiting=None, busy_is_estimate=False) == "—"
+
+
+def test_a_scrape_without_the_backends_families_says_partial() -> None:
+    view = fixtures.healthy().services[0].replicas[0]
+    assert view.metrics is not None and view.scrape_error is None
+    scrape_column = [c.key for c in COLUMNS].index("scrape")
+
+    def scrape(latency: float, backend_ok: bool | None) -> str:
+        m = dataclasses.replace(view.metrics, backend_metrics_ok=backend_ok)  # type: ignore[arg-type]
+        shown = dataclasses.replace(view, metrics=m, scrape_latency_s=latency)
+        return row_cells(shown, fixtures.clock(), STYLES, ascii=False)[scrape_column].plain
+
+    assert scrape(0.02, None) == "ok"
+    assert scrape(0.02, True) == "ok"
+    assert scrape(2.0, True) == "ok 2.0s"
+    assert scrape(0.02, False) == "partial"
+    assert scrape(2.0, False) == "partial 2.0s"
 
 
 def reference_arrange(

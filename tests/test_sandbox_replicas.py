@@ -19,6 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.test_agent_proxy import running_agent
+from wfdash.collect.derive import CounterHistory
+from wfdash.collect.dialects import derive_metrics, parse_point
 from wfdash.collect.promtext import parse_exposition
 from wfdash.sandbox import replicas
 from wfdash.sandbox.clock import SimClock
@@ -578,3 +581,32 @@ async def test_engine_faults_behind_the_agent(client: httpx.AsyncClient, fault: 
         assert completion.status_code == (500 if fault is Fault.HTTP_500 else 502)
         failed = '{route="/v1/completions",outcome="server_error"}'
         assert agent_value(text, f"wfdash_agent_requests_total{failed}") == 1
+
+
+async def test_a_long_prefill_leaves_busy_queue_estimated_from_the_agent(
+    client: httpx.AsyncClient,
+) -> None:
+    """llama-server's /metrics waits out a prefill longer than the agent's metrics timeout:
+    the agent answers with its own families and the slot count from /props, and the
+    dashboard's figures say 1 running, 2 waiting (estimated) instead of nothing."""
+    async with ReplicaHost(SimClock(10.0)) as host:
+        replica = await start_ready(host, BITNET)
+        async with running_agent(replica.backend_url, metrics_timeout=0.2) as (_, url):
+            body = {"prompt": "word " * 300, "max_tokens": 1, "ignore_eos": True}
+            tasks = [
+                asyncio.create_task(client.post(f"{url}/v1/completions", json=body))
+                for _ in range(3)
+            ]
+            await until(lambda: replica.in_flight == 3)
+            text = (await client.get(f"{url}/metrics")).text
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    point, _ = parse_point(text)
+    assert point is not None
+    history = CounterHistory(point.layout(), 10)
+    history.add(0.0, point.values(point.layout()))
+    metrics = derive_metrics(point, history, 0.0, 60.0)
+    assert metrics.backend_metrics_ok is False  # late: the prefill step holds /metrics
+    assert (metrics.in_flight, metrics.slots) == (3, 1)
+    assert (metrics.running, metrics.waiting, metrics.busy_is_estimate) == (1, 2, True)

@@ -93,8 +93,10 @@ class AgentMetrics:
         build_labels: Mapping[str, str] | None,
         backend_up: bool,
         backend_seconds: float,
+        backend_slots: int | None = None,
     ) -> str:
-        """The agent's families; `backend_*` describe this scrape of the backend's /metrics."""
+        """The agent's families; `backend_*` describe this scrape of the backend's /metrics
+        and the backend's slot count when it is known."""
         out: list[str] = []
         _family(
             out,
@@ -169,6 +171,15 @@ class AgentMetrics:
             "Seconds this scrape spent reading the backend's /metrics.",
             (("", backend_seconds),),
         )
+        if backend_slots is not None:
+            _family(
+                out,
+                "backend_slots",
+                "gauge",
+                "Requests the backend serves at once (llama-server's total_slots, from its "
+                "/props); absent when unknown.",
+                (("", backend_slots),),
+            )
         if build_labels is not None:
             labels = ",".join(f'{k}="{_escape(v)}"' for k, v in build_labels.items())
             _family(

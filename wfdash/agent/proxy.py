@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import re
 import time
@@ -80,6 +81,7 @@ _METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _METRICS_ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 MAX_BACKEND_METRICS_BYTES = 8 * 1024 * 1024
 _MAX_HEALTH_BYTES = 64 * 1024
+_MAX_PROPS_BYTES = 256 * 1024  # llama-server's carries the chat template
 _PROBE_CONNECTIONS = 8
 # Memory per relayed stream: aiohttp stops reading from the backend once 2 x _READ_BUFFER
 # bytes wait (a socket read can add up to 256 KiB, asyncio's read size, on top), and each
@@ -122,6 +124,9 @@ class Agent:
         self._relay_session: aiohttp.ClientSession | None = None
         self._probe_session: aiohttp.ClientSession | None = None
         self._backend_reachable: bool | None = None
+        # llama-server's slot count, from its /props (vLLM has none: 404, not asked again).
+        self._slots: int | None = None
+        self._slots_unknowable = False
 
     def app(self, middlewares: Sequence[Middleware] = ()) -> web.Application:
         """The aiohttp application; serve it with `handler_cancellation=True` so that a
@@ -296,9 +301,12 @@ class Agent:
                     status=401, text="unauthorized\n", headers={"WWW-Authenticate": "Bearer"}
                 )
         started = self._clock()
-        backend = await self._backend_metrics()
+        if self._slots is None and not self._slots_unknowable:
+            backend, _ = await asyncio.gather(self._backend_metrics(), self._learn_slots())
+        else:
+            backend = await self._backend_metrics()
         seconds = self._clock() - started
-        own = self.metrics.render(self._build_labels, backend is not None, seconds)
+        own = self.metrics.render(self._build_labels, backend is not None, seconds, self._slots)
         return web.Response(
             body=(own + (backend or "")).encode(), headers={"Content-Type": _METRICS_CONTENT_TYPE}
         )
@@ -327,6 +335,42 @@ class Agent:
             log.debug("backend /metrics failed: %s", _failure(exc))
             return None
         return exposition_text(bytes(raw))
+
+    async def _learn_slots(self) -> None:
+        """How many requests the backend serves at once, from llama-server's `/props`.
+
+        With it the dashboard can tell running from waiting requests by the agent's own
+        count while llama-server's `/metrics` waits out a long prefill. `/props` is answered
+        at once (it is not a task in the server's queue). Asked until it answers: a backend
+        still loading says 503; a 404 (vLLM) means there is nothing to learn.
+        """
+        assert self._probe_session is not None
+        try:
+            async with self._probe_session.get(
+                self._base + "/props",
+                timeout=aiohttp.ClientTimeout(
+                    total=self.config.metrics_timeout, sock_connect=self.config.connect_timeout
+                ),
+            ) as answer:
+                if answer.status == 404:
+                    self._slots_unknowable = True
+                    return
+                if answer.status != 200:
+                    return
+                raw = bytearray()
+                async for chunk in answer.content.iter_any():
+                    raw += chunk
+                    if len(raw) > _MAX_PROPS_BYTES:
+                        return
+                props = json.loads(raw)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            log.debug("backend /props failed: %s", exc)
+            return
+        slots = props.get("total_slots") if isinstance(props, dict) else None
+        if isinstance(slots, int) and not isinstance(slots, bool) and slots >= 1:
+            self._slots = slots
+        else:
+            self._slots_unknowable = True  # a /props without a slot count: not llama-server
 
 
 def exposition_text(raw: bytes) -> str | None:

@@ -86,6 +86,7 @@ AGENT_FAMILIES = (
     "wfdash_agent_prompt_tokens_total",
     "wfdash_agent_completion_tokens_total",
     "wfdash_agent_backend_metrics_up",
+    "wfdash_agent_backend_slots",
     "wfdash_agent_build_info",
     "wfdash_agent_start_time_seconds",
 )
@@ -270,6 +271,7 @@ def _agent_point(expo: Exposition, backend: MetricPoint | None) -> MetricPoint:
     gauges["in_flight"] = _total(expo.samples.get("wfdash_agent_requests_in_flight"))
     gauges["queued"] = _total(expo.samples.get("wfdash_agent_requests_queued"))
     gauges["backend_up"] = _total(expo.samples.get("wfdash_agent_backend_metrics_up"))
+    gauges["slots"] = _total(expo.samples.get("wfdash_agent_backend_slots"))
     build = expo.samples.get("wfdash_agent_build_info")
     info = dict(build[0].labels) if build else {}
     if backend is not None:
@@ -315,6 +317,7 @@ class ReplicaMetrics:
     e2e_mean: float | None = None
     running: float | None = None
     waiting: float | None = None
+    busy_is_estimate: bool = False  # running/waiting from the agent's count (see _busy)
     kv_usage: float | None = None  # 0..1
     prompt_tps: float | None = None  # prompt tokens processed per wall-clock second
     gen_tps: float | None = None  # generated tokens per wall-clock second
@@ -326,6 +329,7 @@ class ReplicaMetrics:
     backend_metrics_ok: bool | None = None  # the backend's own families came along
     in_flight: float | None = None  # requests accepted and not yet fully answered
     queued: float | None = None  # ... of which no response byte came yet (queue, prefill)
+    slots: float | None = None  # requests the backend serves at once (llama-server)
     # The replica's build, as its setup wrote it down (agent only):
     model: str | None = None
     quant_type: str | None = None
@@ -334,6 +338,23 @@ class ReplicaMetrics:
     build_seconds: float | None = None  # how long setup's build step took
     # TTFT bucket increases over the window, for the service-wide (merged) quantiles.
     ttft_window: Mapping[float, float] = field(default_factory=dict)
+
+
+def _busy(gauges: Mapping[str, float | None]) -> tuple[float | None, float | None, bool]:
+    """Requests running and waiting, and whether they are an estimate.
+
+    The backend's own gauges when its /metrics came along. Without them (llama-server
+    answers /metrics only between decode steps, so a long prefill makes it late) the
+    agent's count of requests it relayed and that are not answered yet, split by the
+    backend's slot count: llama-server gives a free slot to a request at once, so
+    min(in flight, slots) run and the rest wait.
+    """
+    running, waiting = gauges.get("running"), gauges.get("waiting")
+    in_flight, slots = gauges.get("in_flight"), gauges.get("slots")
+    if running is None and waiting is None and in_flight is not None and slots:
+        running = min(in_flight, slots)
+        return running, in_flight - running, True
+    return running, waiting, False
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -380,6 +401,7 @@ def derive_metrics(
     # Unknown until there are two scrapes in the window.
     elapsed = qps = error_share = ttft_p50 = ttft_p95 = ttft_mean = itl_p50 = None
     e2e_mean = prompt_tps = gen_tps = decode_tps = prefix_cache_hit = None
+    running, waiting, busy_is_estimate = _busy(gauges)
     ttft_window: dict[float, float] = {}
     span = history.window(now, window)
     if span is not None:
@@ -429,8 +451,9 @@ def derive_metrics(
         ttft_is_estimate=ttft_is_estimate,
         itl_p50=itl_p50,
         e2e_mean=e2e_mean,
-        running=gauges.get("running"),
-        waiting=gauges.get("waiting"),
+        running=running,
+        waiting=waiting,
+        busy_is_estimate=busy_is_estimate,
         kv_usage=gauges.get("kv_usage"),
         prompt_tps=prompt_tps,
         gen_tps=gen_tps,
@@ -441,6 +464,7 @@ def derive_metrics(
         backend_metrics_ok=None if backend_up is None else backend_up == 1,
         in_flight=gauges.get("in_flight"),
         queued=gauges.get("queued"),
+        slots=gauges.get("slots"),
         **_build_fields(point.info),
         ttft_window=ttft_window,
     )

@@ -146,7 +146,9 @@ def row_cells(view: ReplicaView, now: float, styles: Styles, *, ascii: bool) -> 
         qps_cell.append(sparkline(view.tps_history, SPARK_WIDTH, ascii=ascii), style=styles.spark)
     busy = DASH
     if m is not None and (m.running is not None or m.waiting is not None):
-        busy = f"{fmt_num(m.running, 0)}/{fmt_num(m.waiting, 0)}"
+        busy = (
+            "~" if m.busy_is_estimate else ""
+        ) + f"{fmt_num(m.running, 0)}/{fmt_num(m.waiting, 0)}"
     if view.scrape_error is not None:
         label = view.scrape_error.value
         if view.scrape_error is ScrapeError.HTTP and view.scrape_detail.startswith("HTTP "):
@@ -158,8 +160,10 @@ def row_cells(view: ReplicaView, now: float, styles: Styles, *, ascii: bool) -> 
         # Only a slow scrape gets its time here (the detail screen has every one): a
         # latency that changes on every row every poll would repaint the whole column.
         slow = view.scrape_latency_s >= 1.0
+        # The agent answered without the backend's families (late or failed): say so.
+        label = "partial" if m is not None and m.backend_metrics_ok is False else "ok"
         scrape = Text(
-            f"ok {fmt_seconds(view.scrape_latency_s)}" if slow else "ok", style=styles.stale
+            f"{label} {fmt_seconds(view.scrape_latency_s)}" if slow else label, style=styles.stale
         )
     else:
         scrape = Text(DASH, style=styles.stale)

@@ -172,12 +172,18 @@ def detail_text(
                 if value is None
                 else (f"{value:.4g}" if isinstance(value, float) else str(value))
             )
-            text.append(f"  {item.name:<18}", style=palette.dim)
+            text.append(f"  {item.name:<19}", style=palette.dim)
             text.append(f"{shown}\n")
         if m.ttft_is_estimate:
             text.append(
                 "  ttft_mean is an estimate: the prefill of a 128-token prompt at the measured"
                 " speed.\n",
+                style=palette.warn,
+            )
+        if m.busy_is_estimate:
+            text.append(
+                "  running/waiting are estimates: the backend's /metrics was late (a long"
+                " prefill), so they are the agent's in_flight split by the backend's slots.\n",
                 style=palette.warn,
             )
     text.append("\nLogs\n", style="bold")
@@ -212,4 +218,7 @@ def _scrape_text(view: ReplicaView) -> str:
         return f"{view.scrape_error.value}: {view.scrape_detail}{stale}"
     if view.scrape_latency_s is None:
         return DASH
-    return f"ok in {view.scrape_latency_s * 1000:.0f} ms, {view.scrape_bytes / 1024:.1f} KB"
+    text = f"ok in {view.scrape_latency_s * 1000:.0f} ms, {view.scrape_bytes / 1024:.1f} KB"
+    if view.metrics is not None and view.metrics.backend_metrics_ok is False:
+        text += " (partial: the agent's figures only, the backend's /metrics was late or failed)"
+    return text
