@@ -21,13 +21,16 @@ from wfdash.ui.replica_table import (
     COLUMNS,
     SORT_KEYS,
     TABLE_WIDTH,
+    Column,
     Styles,
     arrange,
+    fitting_columns,
     matches,
     row_age,
     row_cells,
     row_line,
     row_segments,
+    table_width,
 )
 
 STYLES = Styles(
@@ -78,9 +81,11 @@ def test_fast_rows_match_rich(name: str, ascii: bool, styles: Styles) -> None:
     assert fast_rows == len(rows)  # every fixture row takes the fast path
 
 
-def widget_reference(cells: Sequence[Text], base: Style, console: Console) -> list[Segment]:
+def widget_reference(
+    cells: Sequence[Text], base: Style, console: Console, columns: Sequence[Column] = COLUMNS
+) -> list[Segment]:
     """What the widget drew before the fast path: rich renders, then the widget's style."""
-    return list(Strip(row_line(cells).render(console)).apply_style(base).simplify())
+    return list(Strip(row_line(cells, columns).render(console)).apply_style(base).simplify())
 
 
 BASES = [
@@ -205,6 +210,38 @@ def test_a_scrape_without_the_backends_families_says_partial() -> None:
     assert scrape(2.0, True) == "ok 2.0s"
     assert scrape(0.02, False) == "partial"
     assert scrape(2.0, False) == "partial 2.0s"
+
+
+@pytest.mark.parametrize("width", [200, 160, 159, 140, 120, 100, 80, 78, 40, 0])
+def test_fitting_columns_leave_out_placement_details_first(width: int) -> None:
+    shown = fitting_columns(width)
+    keys = [column.key for column in shown]
+    assert [c for c in COLUMNS if c in shown] == list(shown)  # in their order
+    # ID, STATUS, QPS, TTFT, BUSY/Q and SCRAPE are never left out.
+    assert {"id", "status", "qps", "ttft", "queue", "scrape"} <= set(keys)
+    if table_width(COLUMNS) <= width:
+        assert shown == COLUMNS
+    elif table_width(shown) > width:  # even the core does not fit: nothing more to leave
+        assert all(column.drop == 0 for column in shown)
+    else:  # the widest set that fits: putting back the next one to go would not
+        left_out = sorted((c for c in COLUMNS if c not in shown), key=lambda c: c.drop)
+        assert table_width(shown) + left_out[-1].width + 2 > width
+    if width == 80:
+        assert keys == ["id", "status", "qps", "ttft", "queue", "scrape"]
+
+
+@pytest.mark.parametrize("width", [120, 80])
+def test_fast_rows_of_fewer_columns_match_rich(width: int) -> None:
+    columns = fitting_columns(width)
+    places = [COLUMNS.index(column) for column in columns]
+    base = Style.parse("#c9d1d9 on #0d1117")
+    for row in cells_of("troubled", ascii=False, styles=STYLES):
+        cells = [row[place] for place in places]
+        fast = row_segments(cells, base, columns)
+        assert fast is not None
+        reference = widget_reference(cells, base, Console(width=300), columns)
+        assert screen(fast) == screen(reference)
+        assert sum(cell_len(segment.text) for segment in fast) == table_width(columns)
 
 
 def reference_arrange(

@@ -386,6 +386,50 @@ async def test_command_palette_lists_our_commands() -> None:
         assert app.service_name == "wf-canary"
 
 
+# --------------------------------------------------------------------------- narrow
+
+
+def column_keys(app: WfdashApp) -> list[str]:
+    return [column.key for column in table(app).columns]
+
+
+async def test_a_narrow_table_keeps_the_figures_and_w_shows_every_column() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await show(pilot, fixtures.troubled())
+        core = ["id", "status", "qps", "ttft", "queue", "scrape"]
+        assert column_keys(app) == core
+        assert table(app).virtual_size.width <= table(app).scrollable_content_region.width
+        # A click on a header sorts by the column drawn there, not by the wide layout's.
+        await pilot.click(ReplicaTable, offset=(30, 0))  # x 28..43: QPS
+        await pilot.pause()
+        assert table(app).sort_column == "qps"
+        await pilot.press("w")
+        await pilot.pause()
+        assert len(column_keys(app)) == 14 and table(app).wide
+        assert table(app).virtual_size.width > 80  # scrolled sideways with left/right
+        await pilot.press("w")
+        await pilot.pause()
+        assert column_keys(app) == core
+    async with make_app().run_test(size=SIZE) as pilot:
+        await show(pilot, fixtures.troubled())
+        assert len(column_keys(pilot.app)) == 14  # 160 columns: everything fits
+
+
+async def test_resizing_refits_the_columns() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await show(pilot, fixtures.healthy())
+        assert "instance" not in column_keys(app)
+        await pilot.resize_terminal(200, 48)
+        await pilot.pause()
+        assert len(column_keys(app)) == 14
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        keys = column_keys(app)
+        assert {"qps", "ttft", "queue", "scrape", "layer"} <= set(keys) and "instance" not in keys
+
+
 # --------------------------------------------------------------------------- misc
 
 

@@ -750,6 +750,11 @@ class WfdashApp(App[int]):
         yield SystemCommand(
             "Replica detail", "All metrics and events of the selected replica", self.action_detail
         )
+        yield SystemCommand(
+            "Wide table / fit columns",
+            "All columns, scrolled sideways; again: the columns that fit the screen",
+            self._main.query_one(ReplicaTable).action_toggle_wide,
+        )
         for column in COLUMNS:
             yield SystemCommand(
                 f"Sort by {column.label}", "Again reverses", partial(self.action_sort, column.key)

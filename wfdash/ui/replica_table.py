@@ -37,6 +37,9 @@ class Column(NamedTuple):  # not a dataclass: see panels.Palette
     label: str
     width: int  # fixed: re-measuring a column on every changed cell costs O(rows) each
     sort_key: Callable[[ReplicaView], tuple[int, float | str]]
+    # Narrower than all the columns, the table leaves out those with the lowest `drop`
+    # first (1, 2, ...); 0: always shown.
+    drop: int = 0
 
 
 def _num(value: float | None) -> tuple[int, float | str]:
@@ -50,25 +53,50 @@ def _text(value: str | None) -> tuple[int, float | str]:
 
 COLUMNS: tuple[Column, ...] = (
     Column("id", "ID", 4, lambda v: (0, v.replica.replica_id)),
-    Column("layer", "LAYER", 5, lambda v: _text(v.replica.layer.value)),
-    Column("infra", "INFRA", 18, lambda v: _text(v.replica.infra)),
-    Column("instance", "INSTANCE", 15, lambda v: _text(v.replica.instance_type)),
-    Column("spot", "SPOT", 4, lambda v: (0, int(v.replica.is_spot))),
+    Column("layer", "LAYER", 5, lambda v: _text(v.replica.layer.value), drop=8),
+    Column("infra", "INFRA", 18, lambda v: _text(v.replica.infra), drop=6),
+    Column("instance", "INSTANCE", 15, lambda v: _text(v.replica.instance_type), drop=1),
+    Column("spot", "SPOT", 4, lambda v: (0, int(v.replica.is_spot)), drop=4),
     Column("status", "STATUS", 20, lambda v: _text(v.replica.status.value)),
-    Column("version", "VER", 3, lambda v: _num(v.replica.version)),
+    Column("version", "VER", 3, lambda v: _num(v.replica.version), drop=5),
     Column(
-        "backend", "BACKEND", 8, lambda v: _text(v.metrics.dialect.value if v.metrics else None)
+        "backend",
+        "BACKEND",
+        8,
+        lambda v: _text(v.metrics.dialect.value if v.metrics else None),
+        drop=3,
     ),
     Column("qps", "QPS", 5 + SPARK_WIDTH + 1, lambda v: _num(v.metrics.qps if v.metrics else None)),
     Column("ttft", "TTFT p95", 10, lambda v: _num(_ttft(v)[0])),
-    Column("tps", "tok/s", 6, lambda v: _num(v.metrics.gen_tps if v.metrics else None)),
+    Column("tps", "tok/s", 6, lambda v: _num(v.metrics.gen_tps if v.metrics else None), drop=7),
     Column("queue", "BUSY/Q", 6, lambda v: _num(v.metrics.waiting if v.metrics else None)),
-    Column("cache", "CACHE", 7, lambda v: _text(build_label(v))),
+    Column("cache", "CACHE", 7, lambda v: _text(build_label(v)), drop=2),
     Column(
         "scrape", "SCRAPE", 12, lambda v: _text(v.scrape_error.value if v.scrape_error else None)
     ),
 )
 SORT_KEYS = {column.key: column for column in COLUMNS}
+
+
+def table_width(columns: Sequence[Column]) -> int:
+    """Screen cells a row of `columns` takes: each column and a space either side."""
+    return sum(column.width + 2 for column in columns)
+
+
+def fitting_columns(width: int) -> tuple[Column, ...]:
+    """The columns a table `width` cells wide shows: all of them if they fit; else it
+    leaves out placement details (instance, cache, backend, spot, version, infra, then
+    tok/s and layer) before any of ID, STATUS, QPS, TTFT, BUSY/Q and SCRAPE, so an
+    80-column terminal still sees each replica's traffic, latency and scrape health."""
+    shown = list(COLUMNS)
+    for column in sorted((c for c in COLUMNS if c.drop), key=lambda c: c.drop):
+        if table_width(shown) <= width:
+            break
+        shown.remove(column)
+    return tuple(shown)
+
+
+TABLE_WIDTH = table_width(COLUMNS)
 
 
 def build_label(view: ReplicaView) -> str | None:
@@ -284,6 +312,7 @@ class ReplicaTable(ScrollView, can_focus=True):
         Binding("left", "scroll_left", "Left", show=False),
         Binding("right", "scroll_right", "Right", show=False),
         Binding("enter", "choose", "Detail", show=False),
+        Binding("w", "toggle_wide", "wide", show=False),
     ]
 
     class RowChosen(Message):
@@ -317,6 +346,12 @@ class ReplicaTable(ScrollView, can_focus=True):
         self._shown: dict[int, Strip] = {}  # screen line -> the strip last returned for it
         self._header: Strip | None = None
         self._rich_styles: dict[str, Style] = {}
+        # The columns on screen (see fitting_columns), their places in COLUMNS and width.
+        # `wide`: every column, scrolled sideways with left/right.
+        self.wide = False
+        self.columns: tuple[Column, ...] = COLUMNS
+        self._places: tuple[int, ...] = tuple(range(len(COLUMNS)))
+        self._width = TABLE_WIDTH
         self.virtual_size = Size(TABLE_WIDTH, 1)
 
     # ------------------------------------------------------------------ data in
@@ -342,10 +377,36 @@ class ReplicaTable(ScrollView, can_focus=True):
         self.cursor_row = max(0, min(self.cursor_row, len(views) - 1))
         height = len(views) + 1
         if self.virtual_size.height != height:
-            self.virtual_size = Size(TABLE_WIDTH, height)
+            self.virtual_size = Size(self._width, height)
             self.refresh(layout=True)
+            self._fit_columns()
         self._scroll_cursor_into_view()
         self._refresh_changed_lines()
+
+    def on_resize(self, _: events.Resize) -> None:
+        self._fit_columns()
+
+    def action_toggle_wide(self) -> None:
+        self.wide = not self.wide
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Choose the columns for the widget's width, less a vertical scrollbar when the
+        rows need one (the columns chosen never change the rows: no back and forth)."""
+        room = self.size.width
+        if len(self._views) + 1 > self.size.height:
+            room -= self.styles.scrollbar_size_vertical
+        columns = COLUMNS if self.wide else fitting_columns(room)
+        if columns == self.columns:
+            return
+        self.columns = columns
+        self._places = tuple(COLUMNS.index(column) for column in columns)
+        self._width = table_width(columns)
+        self._header = None
+        self._drawn.clear()
+        self._shown.clear()
+        self.virtual_size = Size(self._width, len(self._views) + 1)
+        self.refresh(layout=True)
 
     def label_columns(self) -> None:
         """Show the sort indicator in the sorted column's header."""
@@ -393,7 +454,7 @@ class ReplicaTable(ScrollView, can_focus=True):
         if self._header is None:
             style = self.get_component_rich_style("replica-table--header")
             line = Text(no_wrap=True, end="")
-            for column in COLUMNS:
+            for column in self.columns:
                 line.append(" ")
                 line.append(_fit(Text(self.header_label(column.key)), column.width))
                 line.append(" ")
@@ -402,7 +463,7 @@ class ReplicaTable(ScrollView, can_focus=True):
 
     def _row_strip(self, index: int) -> Strip:
         if not 0 <= index < len(self._views) or self._styles is None:
-            return Strip.blank(TABLE_WIDTH, self._base_style())
+            return Strip.blank(self._width, self._base_style())
         view = self._views[index]
         key = self._keys[index]
         age = row_age(view, self._now)
@@ -411,14 +472,16 @@ class ReplicaTable(ScrollView, can_focus=True):
             strip = drawn[2]
         else:
             cells = row_cells(view, self._now, self._styles, ascii=self._ascii)
+            if len(self._places) != len(cells):
+                cells = tuple(cells[place] for place in self._places)
             base = self._base_style()
-            segments = row_segments(cells, base)
+            segments = row_segments(cells, base, self.columns)
             if segments is None:
-                rendered = row_line(cells).render(self.app.console)
+                rendered = row_line(cells, self.columns).render(self.app.console)
                 # Merged runs: the terminal gets one colour code per run, not per segment.
                 strip = Strip(rendered).apply_style(base).simplify()
             else:
-                strip = Strip(segments, TABLE_WIDTH)
+                strip = Strip(segments, self._width)
             self._drawn[key] = (view, age, strip)
         if index == self.cursor_row:
             cursor = self._base_style("replica-table--cursor")
@@ -505,7 +568,7 @@ class ReplicaTable(ScrollView, can_focus=True):
     def on_click(self, event: events.Click) -> None:
         x = event.x + round(self.scroll_x)
         if event.y == 0:
-            column = _column_at(x)
+            column = _column_at(x, self.columns)
             if column is not None:
                 self.post_message(self.HeaderClicked(column))
             return
@@ -517,13 +580,10 @@ class ReplicaTable(ScrollView, can_focus=True):
                 self._move_cursor(row)
 
 
-TABLE_WIDTH = sum(column.width + 2 for column in COLUMNS)
-
-
-def row_line(cells: Sequence[Text]) -> Text:
+def row_line(cells: Sequence[Text], columns: Sequence[Column] = COLUMNS) -> Text:
     """One row as rich Text: each cell fitted to its column, a space either side."""
     line = Text(no_wrap=True, end="")
-    for column, cell in zip(COLUMNS, cells, strict=True):
+    for column, cell in zip(columns, cells, strict=True):
         line.append(" ")
         line.append(_fit(cell, column.width))
         line.append(" ")
@@ -533,8 +593,10 @@ def row_line(cells: Sequence[Text]) -> Text:
 _ELLIPSIS = "…"
 
 
-def row_segments(cells: Sequence[Text], base: Style | None = None) -> list[Segment] | None:
-    """``row_line(cells)`` rendered with ``base`` applied and same-style runs merged,
+def row_segments(
+    cells: Sequence[Text], base: Style | None = None, columns: Sequence[Column] = COLUMNS
+) -> list[Segment] | None:
+    """``row_line(cells, columns)`` rendered with ``base`` applied and same-style runs merged,
     built straight from the cells' spans.
 
     Rendering a row through rich Text (fit, join, render, apply the widget's style,
@@ -549,7 +611,7 @@ def row_segments(cells: Sequence[Text], base: Style | None = None) -> list[Segme
     segments: list[Segment] = []
     run: list[str] = []  # the texts of the current run, all in ``run_style``
     run_style = space
-    for column, cell in zip(COLUMNS, cells, strict=True):
+    for column, cell in zip(columns, cells, strict=True):
         plain = cell.plain
         spans = cell.spans
         length = len(plain)
@@ -630,9 +692,9 @@ def _fit(cell: Text, width: int) -> Text:
     return fitted
 
 
-def _column_at(x: int) -> str | None:
+def _column_at(x: int, columns: Sequence[Column]) -> str | None:
     left = 0
-    for column in COLUMNS:
+    for column in columns:
         left += column.width + 2
         if x < left:
             return column.key

@@ -30,6 +30,7 @@ KEYS: tuple[tuple[str, str], ...] = (
         "1 … 9, 0",
         "sort by ID, LAYER, INFRA, STATUS, VER, QPS, TTFT, tok/s, BUSY/Q, SCRAPE; again reverses",
     ),
+    ("w, ← / →", "all columns, scrolled sideways (a narrow screen shows the most needed)"),
     ("] / [", "next / previous service"),
     ("+ / -", "min replicas up / down: presses add up, the preview opens when you stop"),
     ("s", "scale: min / max replicas and target QPS per replica (sky serve update)"),
