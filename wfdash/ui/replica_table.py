@@ -174,9 +174,8 @@ def row_cells(view: ReplicaView, now: float, styles: Styles, *, ascii: bool) -> 
         qps_cell.append(sparkline(view.tps_history, SPARK_WIDTH, ascii=ascii), style=styles.spark)
     busy = DASH
     if m is not None and (m.running is not None or m.waiting is not None):
-        busy = (
-            "~" if m.busy_is_estimate else ""
-        ) + f"{fmt_num(m.running, 0)}/{fmt_num(m.waiting, 0)}"
+        busy_mark = "~" if m.busy_is_estimate else ""
+        busy = f"{busy_mark}{fmt_num(m.running, 0)}/{fmt_num(m.waiting, 0)}"
     if view.scrape_error is not None:
         label = view.scrape_error.value
         if view.scrape_error is ScrapeError.HTTP and view.scrape_detail.startswith("HTTP "):
