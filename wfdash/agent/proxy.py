@@ -273,16 +273,21 @@ class Agent:
 
     # --------------------------------------------------------------------- /health
 
+    def _probe(
+        self, path: str, seconds: float, headers: dict[str, str] | None = None
+    ) -> Any:  # aiohttp's request context manager
+        """A GET of the backend's `path` on the probe pool, answered within `seconds`."""
+        assert self._probe_session is not None
+        return self._probe_session.get(
+            self._base + path,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=self.config.connect_timeout),
+        )
+
     async def _health(self, _: web.Request) -> web.StreamResponse:
         """The backend's own /health answer, or 503 when it gives none in time."""
-        assert self._probe_session is not None
         try:
-            async with self._probe_session.get(
-                self._base + "/health",
-                timeout=aiohttp.ClientTimeout(
-                    total=self.config.health_timeout, sock_connect=self.config.connect_timeout
-                ),
-            ) as answer:
+            async with self._probe("/health", self.config.health_timeout) as answer:
                 body = await answer.content.read(_MAX_HEALTH_BYTES)
                 headers = {}
                 if "Content-Type" in answer.headers:
@@ -313,28 +318,20 @@ class Agent:
 
     async def _backend_metrics(self) -> str | None:
         """The backend's /metrics text, or None when it fails, is late or is no exposition."""
-        assert self._probe_session is not None
+        accept = {"Accept": _METRICS_ACCEPT}
         try:
-            async with self._probe_session.get(
-                self._base + "/metrics",
-                headers={"Accept": _METRICS_ACCEPT},
-                timeout=aiohttp.ClientTimeout(
-                    total=self.config.metrics_timeout, sock_connect=self.config.connect_timeout
-                ),
-            ) as answer:
+            async with self._probe("/metrics", self.config.metrics_timeout, accept) as answer:
                 if answer.status != 200:
                     log.debug("backend /metrics answered %s", answer.status)
                     return None
-                raw = bytearray()
-                async for chunk in answer.content.iter_any():
-                    raw += chunk
-                    if len(raw) > MAX_BACKEND_METRICS_BYTES:
-                        log.debug("backend /metrics larger than %d bytes", len(raw))
-                        return None
+                raw = await _read_at_most(answer, MAX_BACKEND_METRICS_BYTES)
+                if raw is None:
+                    log.debug("backend /metrics larger than %d bytes", MAX_BACKEND_METRICS_BYTES)
+                    return None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.debug("backend /metrics failed: %s", _failure(exc))
             return None
-        return exposition_text(bytes(raw))
+        return exposition_text(raw)
 
     async def _learn_slots(self) -> None:
         """How many requests the backend serves at once, from llama-server's `/props`.
@@ -344,24 +341,16 @@ class Agent:
         at once (it is not a task in the server's queue). Asked until it answers: a backend
         still loading says 503; a 404 (vLLM) means there is nothing to learn.
         """
-        assert self._probe_session is not None
         try:
-            async with self._probe_session.get(
-                self._base + "/props",
-                timeout=aiohttp.ClientTimeout(
-                    total=self.config.metrics_timeout, sock_connect=self.config.connect_timeout
-                ),
-            ) as answer:
+            async with self._probe("/props", self.config.metrics_timeout) as answer:
                 if answer.status == 404:
                     self._slots_unknowable = True
                     return
                 if answer.status != 200:
                     return
-                raw = bytearray()
-                async for chunk in answer.content.iter_any():
-                    raw += chunk
-                    if len(raw) > _MAX_PROPS_BYTES:
-                        return
+                raw = await _read_at_most(answer, _MAX_PROPS_BYTES)
+                if raw is None:
+                    return
                 props = json.loads(raw)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             log.debug("backend /props failed: %s", exc)
@@ -371,6 +360,16 @@ class Agent:
             self._slots = slots
         else:
             self._slots_unknowable = True  # a /props without a slot count: not llama-server
+
+
+async def _read_at_most(answer: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body, or None once it grows past `limit` bytes."""
+    raw = bytearray()
+    async for chunk in answer.content.iter_any():
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return bytes(raw)
 
 
 def exposition_text(raw: bytes) -> str | None:
